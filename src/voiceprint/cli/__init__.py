@@ -1,0 +1,47 @@
+"""The ``voiceprint`` command: one entry point, one subcommand per stage.
+
+Lab stages (``cli.lab``): prepare, train, evaluate, run.
+Using a model (``cli.use``): enroll, verify, identify, compare, speakers, export, serve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from voiceprint.cli import lab, use
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voiceprint", description="Speaker verification and identification (声纹识别)."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    lab.add_parsers(sub)
+    use.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; errors print one clear line, exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as err:
+        if args.verbose:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"voiceprint {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

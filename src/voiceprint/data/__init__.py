@@ -1,0 +1,1 @@
+"""Data: corpus scanning, the lab protocol, training batches and augmentation."""

@@ -1,0 +1,104 @@
+"""Training batches: decoded audio in memory, random fixed-length crops, labels.
+
+Decoding is fast (MP3 48 kHz -> 16 kHz runs at ~1000x real time here), so the training
+set is decoded once at start-up and held in memory as float32 (3.6 h ~ 0.8 GB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from voiceprint import audio
+from voiceprint.data.corpus import Utterance
+
+
+def load_waves(
+    utts: Sequence[Utterance], sample_rate: int = 16000, progress: bool = True
+) -> list[np.ndarray]:
+    """Decode every utterance to float32 mono at ``sample_rate`` (AudioError names a bad file)."""
+    return [
+        audio.load(u.path, sample_rate)
+        for u in tqdm(utts, desc="loading audio", unit="utt", disable=not progress)
+    ]
+
+
+def speaker_labels(utts: Sequence[Utterance]) -> tuple[list[str], np.ndarray]:
+    """Sorted speaker names and each utterance's class index."""
+    speakers = sorted({u.speaker for u in utts})
+    index = {s: i for i, s in enumerate(speakers)}
+    return speakers, np.array([index[u.speaker] for u in utts], dtype=np.int64)
+
+
+def add_speed_perturbed_speakers(
+    waves: list[np.ndarray],
+    labels: np.ndarray,
+    speakers: list[str],
+    factors: Sequence[float] = (0.9, 1.1),
+    progress: bool = True,
+) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Append a speed-perturbed copy of every utterance per factor, each as new speakers.
+
+    Speed change shifts pitch and formants, so a 0.9x copy of a voice is treated as
+    another voice (as in the field's recipes): classes grow to len(speakers)*(1+len(factors)).
+    """
+    from voiceprint.data.augment import speed_perturb
+
+    out_waves, out_labels, out_speakers = list(waves), [labels], list(speakers)
+    for k, factor in enumerate(factors, 1):
+        bar = tqdm(waves, desc=f"speed x{factor}", unit="utt", disable=not progress)
+        out_waves.extend(np.asarray(speed_perturb(w, factor), dtype=np.float32) for w in bar)
+        out_labels.append(labels + k * len(speakers))
+        out_speakers.extend(f"{s}-sp{factor}" for s in speakers)
+    return out_waves, np.concatenate(out_labels), out_speakers
+
+
+def random_crop(wave: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``samples``-long crop at a random offset; shorter waves are tiled to length."""
+    if len(wave) < samples:
+        wave = np.tile(wave, samples // len(wave) + 1)
+    start = int(rng.integers(0, len(wave) - samples + 1))
+    return wave[start : start + samples]
+
+
+class CropBatches:
+    """Epochs of shuffled random-crop batches: (waves (B, N) float32, labels (B,) int64).
+
+    Each epoch visits every utterance once in a seeded random order. Under DDP every rank
+    draws the same order and takes its own shard, so ranks see equal batch counts.
+    """
+
+    def __init__(
+        self,
+        waves: Sequence[np.ndarray],
+        labels: np.ndarray,
+        batch_size: int,
+        crop_samples: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if len(waves) != len(labels):
+            raise ValueError(f"{len(waves)} waves but {len(labels)} labels")
+        self.waves, self.labels = waves, labels
+        self.batch_size, self.crop_samples = batch_size, crop_samples
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+
+    def __len__(self) -> int:
+        per_rank = len(self.waves) // self.world_size
+        return max(1, per_rank // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.waves))
+        per_rank = len(order) // self.world_size
+        mine = order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        rng = np.random.default_rng([self.seed, epoch, self.rank, 1])
+        for b in range(len(self)):
+            idx = mine[b * self.batch_size : (b + 1) * self.batch_size]
+            if len(idx) == 0:
+                idx = mine[: self.batch_size]
+            crops = np.stack([random_crop(self.waves[i], self.crop_samples, rng) for i in idx])
+            yield torch.from_numpy(crops), torch.from_numpy(self.labels[idx])

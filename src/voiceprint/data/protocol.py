@@ -1,0 +1,206 @@
+"""The lab protocol: seeded speaker/utterance selection, Kaldi lists and trial lists.
+
+Training: ``train_speakers`` speakers x ``train_utts`` utterances from train/.
+Test: ``test_speakers`` x ``test_utts`` from test/. A count of 0 means "all there is".
+Two trial lists over the test utterances:
+
+* ``trials_pairs``: every unordered pair (n*(n-1)/2; 19,900 for 20x10).
+* ``trials_enroll``: the first ``enroll_utts`` utterances of each test speaker enroll it
+  (listed in ``enroll``); every other test utterance is scored against every enrolled
+  speaker.
+
+Trial files use Kaldi's format: ``<enroll> <test> target|nontarget``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+from voiceprint.config import DataConfig, ExperimentConfig
+from voiceprint.data.corpus import (
+    CorpusError,
+    Utterance,
+    by_speaker,
+    read_kaldi_dir,
+    scan_split,
+    write_kaldi_dir,
+)
+
+log = logging.getLogger(__name__)
+
+Trial = tuple[str, str, bool]  # (enroll id, test utterance id, same speaker)
+
+
+def select(
+    utts: list[Utterance], n_speakers: int, n_utts: int, seed: int, what: str = "data"
+) -> list[Utterance]:
+    """Pick ``n_speakers`` speakers and ``n_utts`` utterances each, reproducibly.
+
+    Speakers are drawn with ``random.Random(seed)`` from the sorted speaker list,
+    utterances likewise per speaker; the result is sorted. When the corpus has fewer
+    than asked, it takes what there is and logs how many it got.
+    """
+    rng = random.Random(seed)
+    groups = by_speaker(utts)
+    speakers = sorted(groups)
+    if n_speakers and len(speakers) < n_speakers:
+        log.warning(
+            "%s: asked for %d speakers, the corpus has %d: taking all",
+            what,
+            n_speakers,
+            len(speakers),
+        )
+    chosen = (
+        sorted(rng.sample(speakers, n_speakers)) if 0 < n_speakers < len(speakers) else speakers
+    )
+    picked: list[Utterance] = []
+    short = 0
+    for spk in chosen:
+        group = sorted(groups[spk], key=lambda u: u.utt)
+        if n_utts and len(group) > n_utts:
+            group = sorted(rng.sample(group, n_utts), key=lambda u: u.utt)
+        elif n_utts and len(group) < n_utts:
+            short += 1
+        picked.extend(group)
+    if short:
+        log.warning(
+            "%s: %d of %d speakers have fewer than %d utterances: taking all they have",
+            what,
+            short,
+            len(chosen),
+            n_utts,
+        )
+    log.info("%s: %d speakers, %d utterances", what, len(chosen), len(picked))
+    return picked
+
+
+def pair_trials(utts: list[Utterance]) -> list[Trial]:
+    """Every unordered pair of utterances, in list order."""
+    return [(a.utt, b.utt, a.speaker == b.speaker) for a, b in combinations(utts, 2)]
+
+
+def enroll_trials(
+    utts: list[Utterance], enroll_utts: int
+) -> tuple[dict[str, list[str]], list[Trial]]:
+    """Enrollment lists (speaker -> first k utterances) and speaker-vs-utterance trials."""
+    groups = by_speaker(utts)
+    enroll = {spk: [u.utt for u in group[:enroll_utts]] for spk, group in groups.items()}
+    for spk, group in groups.items():
+        if len(group) <= enroll_utts:
+            raise CorpusError(
+                f"speaker {spk} has {len(group)} test utterances: none left after "
+                f"enrolling with {enroll_utts}"
+            )
+    trials = [
+        (spk, u.utt, u.speaker == spk)
+        for group in groups.values()
+        for u in group[enroll_utts:]
+        for spk in enroll
+    ]
+    return enroll, trials
+
+
+def write_trials(path: str | Path, trials: list[Trial]) -> Path:
+    path = Path(path)
+    path.write_text(
+        "".join(f"{a} {b} {'target' if t else 'nontarget'}\n" for a, b, t in trials), "utf-8"
+    )
+    return path
+
+
+def read_trials(path: str | Path) -> list[Trial]:
+    """Read a Kaldi trial list; the third column is target/nontarget (or 1/0)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"trial list {path} does not exist")
+    trials = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3 or parts[2] not in ("target", "nontarget", "1", "0"):
+            raise CorpusError(f"{path}:{number}: expected '<enroll> <test> target|nontarget'")
+        trials.append((parts[0], parts[1], parts[2] in ("target", "1")))
+    return trials
+
+
+@dataclass
+class Prepared:
+    """The folders :func:`prepare` wrote: ``train/`` and ``test/`` Kaldi data folders."""
+
+    train_dir: Path
+    test_dir: Path
+
+    @property
+    def train(self) -> list[Utterance]:
+        return read_kaldi_dir(self.train_dir)
+
+    @property
+    def test(self) -> list[Utterance]:
+        return read_kaldi_dir(self.test_dir)
+
+
+def corpus_root(data: DataConfig, progress: bool = True) -> Path:
+    """The configured root, or the package's synthetic corpus (built on first use)."""
+    if data.root:
+        return Path(data.root).expanduser()
+    from voiceprint.synth import synthesize_corpus
+
+    folder = Path(data.cache_dir) / (
+        f"synthetic_{data.synthetic_speakers}x{data.synthetic_utts}_seed{data.seed}"
+    )
+    log.info("no corpus root given: using the synthetic corpus in %s", folder)
+    return synthesize_corpus(
+        folder,
+        train_speakers=data.synthetic_speakers,
+        test_speakers=max(data.test_speakers, 2) if data.test_speakers else 10,
+        utts_per_speaker=data.synthetic_utts,
+        seed=data.seed,
+        progress=progress,
+    )
+
+
+def write_test_lists(test_dir: Path, test: list[Utterance], enroll_utts: int) -> None:
+    """Write ``trials_pairs``, ``trials_enroll`` and ``enroll`` next to a test data folder."""
+    write_trials(test_dir / "trials_pairs", pair_trials(test))
+    if enroll_utts > 0 and all(len(g) > enroll_utts for g in by_speaker(test).values()):
+        enroll, trials = enroll_trials(test, enroll_utts)
+        (test_dir / "enroll").write_text(
+            "".join(f"{spk} {' '.join(us)}\n" for spk, us in enroll.items()), "utf-8"
+        )
+        write_trials(test_dir / "trials_enroll", trials)
+
+
+def prepare_test(utts: list[Utterance], data: DataConfig, out_dir: Path) -> Path:
+    """Select the test protocol from ``utts`` and write its lists into ``out_dir``."""
+    test = select(utts, data.test_speakers, data.test_utts, data.seed + 1, "test")
+    write_kaldi_dir(out_dir, test)
+    write_test_lists(out_dir, test, data.enroll_utts)
+    return out_dir
+
+
+def prepare(config: ExperimentConfig, progress: bool = True) -> Prepared:
+    """Apply the protocol and write ``exp/<name>/data/{train,test}``.
+
+    Training data comes from ``data.kaldi_dir`` when set, else from ``<root>/wav/train``;
+    test data from ``<root>/wav/test``.
+    """
+    data = config.data
+    out = config.out_dir / "data"
+    if data.kaldi_dir:
+        train_pool = read_kaldi_dir(data.kaldi_dir)
+        root = Path(data.root).expanduser() if data.root else None
+    else:
+        root = corpus_root(data, progress)
+        train_pool = scan_split(root, "train")
+    train = select(train_pool, data.train_speakers, data.train_utts, data.seed, "train")
+    write_kaldi_dir(out / "train", train)
+    if root is None:
+        raise CorpusError("data.kaldi_dir is set but no data.root gives the test speakers")
+    prepare_test(scan_split(root, "test"), data, out / "test")
+    log.info("wrote Kaldi lists and trials to %s", out)
+    return Prepared(out / "train", out / "test")

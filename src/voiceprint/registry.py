@@ -1,0 +1,70 @@
+"""A name -> constructor registry for models, pooling layers, losses and front-ends.
+
+    @register("model", "xvector")
+    class Xvector(nn.Module): ...
+
+    build("model", "xvector", feat_dim=30, embedding_dim=512)
+
+An unknown name raises a ``KeyError`` that lists the valid names; a keyword the
+constructor does not take raises a ``TypeError`` naming it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {}
+
+
+def register(kind: str, name: str, *aliases: str) -> Callable[[T], T]:
+    """Class/function decorator: register ``obj`` under ``kind``/``name`` (and aliases)."""
+
+    def decorator(obj: T) -> T:
+        table = _REGISTRY.setdefault(kind, {})
+        for key in (name, *aliases):
+            key = key.lower()
+            if key in table and table[key] is not obj:
+                raise ValueError(f"{kind} {key!r} is already registered")
+            table[key] = obj  # type: ignore[assignment]
+        return obj
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    # Importing these modules fills the registry.
+    from voiceprint import features, losses, pooling  # noqa: F401
+    from voiceprint.models import ecapa, resnet, xvector  # noqa: F401
+
+
+def names(kind: str) -> list[str]:
+    """Sorted names registered for ``kind``."""
+    _ensure_loaded()
+    return sorted(_REGISTRY.get(kind, {}))
+
+
+def lookup(kind: str, name: str) -> Callable[..., Any]:
+    """The constructor registered as ``kind``/``name``; KeyError listing valid names."""
+    _ensure_loaded()
+    table = _REGISTRY.get(kind, {})
+    key = name.lower()
+    if key not in table:
+        raise KeyError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(table))}")
+    return table[key]
+
+
+def build(kind: str, name: str, **kwargs: Any) -> Any:
+    """Construct ``kind``/``name`` with ``kwargs``; unknown keywords raise a clear TypeError."""
+    ctor = lookup(kind, name)
+    params = inspect.signature(ctor).parameters
+    takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not takes_var_kw:
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            valid = ", ".join(p for p in params if p != "self")
+            raise TypeError(f"{kind} {name!r} takes no option(s) {unknown}; valid: {valid}")
+    return ctor(**kwargs)

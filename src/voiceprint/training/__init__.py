@@ -1,0 +1,1 @@
+"""Training: the trainer (one process or DDP under torchrun) and checkpoints."""

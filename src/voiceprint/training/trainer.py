@@ -1,0 +1,325 @@
+"""The trainer: random-crop batches -> augmentation -> features -> encoder -> loss head.
+
+Runs as one CPU process or under ``torchrun`` with DistributedDataParallel (gloo on CPU,
+nccl on GPU). Rank 0 shows a progress bar, logs one line per epoch, draws the training
+curves and writes a resumable checkpoint after every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from voiceprint.config import ExperimentConfig, TrainConfig, save_config
+from voiceprint.data.dataset import (
+    CropBatches,
+    add_speed_perturbed_speakers,
+    load_waves,
+    speaker_labels,
+)
+from voiceprint.data.protocol import Prepared
+from voiceprint.features import build_frontend
+from voiceprint.losses import build_loss
+from voiceprint.models import build_model
+from voiceprint.training.checkpoint import load_checkpoint, save_checkpoint
+from voiceprint.training.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TrainingGraph(nn.Module):
+    """Everything with weights or randomness in one module, so DDP wraps it whole.
+
+    forward(waves (B, N), labels (B,)) -> (loss, accuracy)
+    """
+
+    def __init__(self, config: ExperimentConfig, num_classes: int) -> None:
+        super().__init__()
+        from voiceprint.data.augment import SpecAugment, WaveAugmenter
+
+        aug = config.augment
+        self.frontend = build_frontend(config.features)
+        self.model = build_model(config.model, self.frontend.dim)
+        self.head = build_loss(config.loss, self.model.embedding_dim, num_classes)
+        self.wave_augment = WaveAugmenter(aug, config.features.sample_rate, seed=config.seed)
+        self.spec_augment = (
+            SpecAugment.from_config(aug, seed=config.seed) if aug.specaugment else nn.Identity()
+        )
+
+    def forward(
+        self, waves: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            waves = self.wave_augment(waves, labels=labels)
+            feats = self.spec_augment(self.frontend(waves))
+        return self.head(self.model(feats), labels)
+
+
+def learning_rate(cfg: TrainConfig, epoch: float) -> float:
+    """Learning rate at a fractional epoch: linear warm-up, then cosine/step/constant.
+
+    Fine-tuning epochs (after ``cfg.epochs``) decay from ``finetune_lr`` to ``min_lr``.
+    """
+    if cfg.finetune_epochs and epoch >= cfg.epochs:
+        progress = (epoch - cfg.epochs) / cfg.finetune_epochs
+        return cfg.min_lr + 0.5 * (cfg.finetune_lr - cfg.min_lr) * (
+            1 + math.cos(math.pi * progress)
+        )
+    if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
+        return cfg.lr * max(epoch / cfg.warmup_epochs, 0.01)
+    if cfg.scheduler == "cosine":
+        span = max(cfg.epochs - cfg.warmup_epochs, 1)
+        progress = min((epoch - cfg.warmup_epochs) / span, 1.0)
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    if cfg.scheduler == "step":
+        return max(cfg.lr * cfg.step_gamma ** int(epoch // cfg.step_every), cfg.min_lr)
+    if cfg.scheduler == "constant":
+        return cfg.lr
+    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; valid: cosine, step, constant")
+
+
+def margin_at(config: ExperimentConfig, epoch: int) -> float:
+    """Margin schedule: linear warm-up from 0, then the configured (or fine-tune) margin."""
+    if epoch >= config.train.epochs:
+        return config.train.finetune_margin
+    warm = config.loss.margin_warmup_epochs
+    return config.loss.margin * min(1.0, (epoch + 1) / warm) if warm else config.loss.margin
+
+
+def _optimizer(graph: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in graph.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
+        )
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, sgd")
+
+
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of state dicts (integer buffers such as BN counters: the last)."""
+    out = {}
+    for name, last in states[-1].items():
+        if last.is_floating_point():
+            out[name] = torch.stack([s[name].float() for s in states]).mean(0).to(last.dtype)
+        else:
+            out[name] = last.clone()
+    return out
+
+
+class Trainer:
+    """Trains one experiment; ``run()`` returns the checkpoint path."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        prepared: Prepared,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.prepared = prepared
+        self.resume = resume
+        self.progress = progress
+        self.dist: DistInfo = init_distributed()
+        self.checkpoint_path = config.out_dir / config.checkpoint_name
+
+    def _data(self) -> tuple[CropBatches, list[str]]:
+        cfg = self.config
+        utts = self.prepared.train
+        show = self.progress and self.dist.is_main
+        speakers, labels = speaker_labels(utts)
+        waves = load_waves(utts, cfg.features.sample_rate, progress=show)
+        if cfg.augment.speed_perturb:
+            waves, labels, speakers = add_speed_perturbed_speakers(
+                waves, labels, speakers, progress=show
+            )
+        batches = CropBatches(
+            waves,
+            labels,
+            cfg.train.batch_size,
+            int(cfg.train.crop_seconds * cfg.features.sample_rate),
+            seed=cfg.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        return batches, speakers
+
+    def run(self) -> Path:
+        cfg, tcfg, info = self.config, self.config.train, self.dist
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        if tcfg.threads:
+            torch.set_num_threads(tcfg.threads)
+        batches, speakers = self._data()
+        graph = TrainingGraph(cfg, len(speakers)).to(info.device)
+        optimizer = _optimizer(graph, tcfg)
+        start_epoch, history = 0, []
+        recent: deque[dict[str, torch.Tensor]] = deque(maxlen=max(tcfg.average_last, 1))
+        if self.resume and self.checkpoint_path.is_file():
+            state = load_checkpoint(self.checkpoint_path)
+            if state["speakers"] != speakers:
+                raise ValueError(f"cannot resume {self.checkpoint_path}: training speakers differ")
+            graph.model.load_state_dict(state.get("model_last", state["model"]))
+            graph.head.load_state_dict(state["head"])
+            if state.get("optimizer"):
+                optimizer.load_state_dict(state["optimizer"])
+            start_epoch, history = state["epoch"], state["history"]
+            recent.extend(state.get("recent", []))
+            log.info("resumed %s at epoch %d", self.checkpoint_path, start_epoch)
+        model_graph: nn.Module = graph
+        if info.enabled:
+            model_graph = nn.parallel.DistributedDataParallel(
+                graph, device_ids=[info.device.index] if info.device.type == "cuda" else None
+            )
+        total = tcfg.epochs + tcfg.finetune_epochs
+        if info.is_main:
+            cfg.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, cfg.out_dir / "config.yaml")
+            n_params = sum(p.numel() for p in graph.model.parameters())
+            log.info(
+                "training %s: %d speakers, %d crops/epoch, %.2fM encoder parameters, "
+                "%d epochs, %d process(es)",
+                cfg.name,
+                len(speakers),
+                len(batches) * tcfg.batch_size * info.world_size,
+                n_params / 1e6,
+                total,
+                info.world_size,
+            )
+        for epoch in range(start_epoch, total):
+            entry = self._epoch(model_graph, graph, optimizer, batches, epoch, total)
+            history.append(entry)
+            recent.append(
+                {k: v.detach().cpu().clone() for k, v in graph.model.state_dict().items()}
+            )
+            if info.is_main:
+                log.info(
+                    "epoch %d/%d  loss %.4f  acc %.2f%%  lr %.2e  margin %.2f  %.1fs",
+                    epoch + 1,
+                    total,
+                    entry["loss"],
+                    100 * entry["accuracy"],
+                    entry["lr"],
+                    entry["margin"],
+                    entry["seconds"],
+                )
+                final = epoch + 1 == total
+                self._save(graph, optimizer, epoch + 1, speakers, history, recent, final)
+            barrier(info)
+        if info.is_main and start_epoch >= total:
+            log.info("%s already trained for %d epochs", self.checkpoint_path, total)
+        cleanup(info)
+        return self.checkpoint_path
+
+    def _epoch(
+        self,
+        model_graph: nn.Module,
+        graph: TrainingGraph,
+        optimizer: torch.optim.Optimizer,
+        batches: CropBatches,
+        epoch: int,
+        total: int,
+    ) -> dict[str, Any]:
+        cfg, tcfg, info = self.config, self.config.train, self.dist
+        finetune = epoch >= tcfg.epochs
+        batches.crop_samples = int(
+            (tcfg.finetune_crop_seconds if finetune else tcfg.crop_seconds)
+            * cfg.features.sample_rate
+        )
+        margin = margin_at(cfg, epoch)
+        if hasattr(graph.head, "set_margin"):
+            graph.head.set_margin(margin)
+        model_graph.train()
+        started = time.time()
+        loss_sum = acc_sum = 0.0
+        steps = len(batches)
+        bar = tqdm(
+            batches.epoch(epoch),
+            total=steps,
+            desc=f"epoch {epoch + 1}/{total}",
+            unit="batch",
+            leave=False,
+            disable=not (self.progress and info.is_main),
+        )
+        lr = learning_rate(tcfg, epoch)
+        for step, (waves, labels) in enumerate(bar):
+            lr = learning_rate(tcfg, epoch + step / steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, acc = model_graph(waves.to(info.device), labels.to(info.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tcfg.grad_clip:
+                nn.utils.clip_grad_norm_(graph.parameters(), tcfg.grad_clip)
+            optimizer.step()
+            loss_sum += float(loss.detach())
+            acc_sum += float(acc)
+            bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}", acc=f"{acc_sum / (step + 1):.3f}")
+        return {
+            "epoch": epoch + 1,
+            "loss": all_reduce_mean(loss_sum / steps, info),
+            "accuracy": all_reduce_mean(acc_sum / steps, info),
+            "lr": lr,
+            "margin": margin,
+            "seconds": time.time() - started,
+        }
+
+    def _save(
+        self,
+        graph: TrainingGraph,
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+        speakers: list[str],
+        history: list[dict[str, Any]],
+        recent: deque[dict[str, torch.Tensor]],
+        final: bool,
+    ) -> None:
+        from voiceprint.plots import plot_training
+
+        last = {k: v.detach().cpu() for k, v in graph.model.state_dict().items()}
+        model_state = last
+        if final and len(recent) > 1:
+            model_state = average_states(list(recent))
+            log.info("final model: average of the last %d epochs", len(recent))
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "config": self.config.to_dict(),
+                "feat_dim": graph.frontend.dim,
+                "model": model_state,
+                "model_last": last,
+                "head": graph.head.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": {"kind": self.config.train.scheduler, "epoch": epoch},
+                "epoch": epoch,
+                "speakers": speakers,
+                "history": history,
+                "recent": list(recent) if self.config.train.average_last > 1 else [],
+                "averaged_epochs": len(recent) if final else 1,
+            },
+        )
+        plot_training(history, self.config.out_dir / "training.png")
+
+
+def train(
+    config: ExperimentConfig, prepared: Prepared, resume: bool = False, progress: bool = True
+) -> Path:
+    """Train ``config`` on ``prepared`` data; returns the checkpoint path."""
+    return Trainer(config, prepared, resume=resume, progress=progress).run()

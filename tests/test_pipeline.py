@@ -1,0 +1,102 @@
+"""End to end through the CLI on the package's synthetic corpus: run, evaluate, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from voiceprint.cli import main
+from voiceprint.embedder import Embedder
+
+from .test_training import TINY
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    exp = tmp_path_factory.mktemp("exp")
+    code = main(
+        [
+            "run",
+            "--config",
+            str(CONFIGS / "xvector_gap_softmax.yaml"),
+            "--root",
+            str(synthetic_root),
+            "--quiet",
+            f"exp_dir={exp}",
+            "train.epochs=8",
+            *TINY,
+        ]
+    )
+    assert code == 0
+    return exp / "xvector_gap_softmax"
+
+
+def test_run_writes_every_output(trained: Path) -> None:
+    for name in (
+        "xvector_gap_softmax_checkpoint.pth",
+        "config.yaml",
+        "training.png",
+        "results.json",
+        "scores.txt",
+        "roc.png",
+        "det.png",
+        "scores.png",
+    ):
+        assert (trained / name).stat().st_size > 0, name
+    results = json.loads((trained / "results.json").read_text())
+    assert results["n_target"] + results["n_nontarget"] == len(
+        (trained / "scores.txt").read_text().splitlines()
+    )
+    assert 0.0 <= results["eer"] < 0.35  # synthetic voices are separable after training
+    low, high = results["eer_ci95"]
+    assert low <= results["eer"] <= high
+    assert 0.0 <= results["min_dcf"] <= 1.0
+
+
+def test_threshold_is_stored_with_the_model(trained: Path) -> None:
+    embedder = Embedder.from_checkpoint(trained / "xvector_gap_softmax_checkpoint.pth")
+    results = json.loads((trained / "results.json").read_text())
+    assert embedder.decision is not None
+    assert embedder.decision.threshold == pytest.approx(results["eer_threshold"])
+
+
+def test_evaluate_enroll_trials_elsewhere(
+    trained: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "evaluate",
+                "--exp",
+                str(trained),
+                "--trials",
+                "enroll",
+                "--quiet",
+                "--root",
+                str(synthetic_root),
+            ]
+        )
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n_target"] > 0
+    assert (trained / "eval" / synthetic_root.name / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["prepare", "--root", "/no/such/corpus"], "corpus root /no/such/corpus does not exist"),
+        (["prepare", "train.epoch=3"], "unknown config key 'train.epoch'"),
+        (["evaluate", "--exp", "/no/such/exp"], "experiment /no/such/exp does not exist"),
+    ],
+)
+def test_errors_are_one_clear_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
