@@ -1,0 +1,380 @@
+"""Verification metrics: ROC/DET points, EER, minDCF and a speaker-bootstrap EER interval.
+
+Pure vectorised numpy: every curve comes from one descending sort of the scores and
+cumulative sums, never a loop over thresholds.
+
+Conventions used throughout:
+
+- A trial is *accepted* when ``score >= threshold``. Target trials (label 1) pair two
+  recordings of the same speaker; non-target trials (label 0) pair different speakers.
+- ``FAR(t)`` (false-acceptance rate, = FPR) is the fraction of non-target scores
+  ``>= t``; ``FRR(t)`` (false-rejection rate, miss rate, = FNR = 1 - TPR) is the fraction of
+  target scores ``< t``.
+- The operating points are the thresholds ``+inf`` (reject everything: FAR 0, FRR 1)
+  followed by every distinct score in descending order (the last accepts everything:
+  FAR 1, FRR 0). Where a finite threshold is needed for the reject-everything point it
+  is the next float above the highest score.
+- All rates are fractions in [0, 1], not percentages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "auc",
+    "bootstrap_eer",
+    "det_curve",
+    "eer",
+    "get_eer",
+    "min_dcf",
+    "roc",
+    "summarize",
+    "threshold_at_far",
+]
+
+ArrayLike = np.ndarray | Sequence[float]
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _as_scores(x: ArrayLike, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _as_labels(labels: ArrayLike, n: int) -> np.ndarray:
+    lab = np.asarray(labels)
+    if lab.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) like the scores, got {lab.shape}")
+    if not np.all((lab == 0) | (lab == 1)):
+        raise ValueError("labels must be 0 (non-target) or 1 (target)")
+    return lab.astype(bool)
+
+
+def _split(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    s = _as_scores(scores, "scores")
+    lab = _as_labels(labels, s.size)
+    if lab.all() or not lab.any():
+        raise ValueError("need at least one target (1) and one non-target (0) trial")
+    return s[lab], s[~lab]
+
+
+# ----------------------------------------------------------------------------- core
+
+
+def _sort_desc(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stable descending order of ``scores`` and the last index of each run of equal values."""
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    ends = np.append(np.flatnonzero(s[1:] != s[:-1]), s.size - 1)
+    return order, ends
+
+
+def _operating_points(
+    target: np.ndarray, nontarget: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, far, frr) over all operating points; thresholds[0] is +inf."""
+    scores = np.concatenate([target, nontarget])
+    is_target = np.zeros(scores.size, dtype=np.int64)
+    is_target[: target.size] = 1
+    order, ends = _sort_desc(scores)
+    tp = np.cumsum(is_target[order])[ends]  # targets accepted at each distinct threshold
+    fp = ends + 1 - tp
+    far = np.concatenate([[0.0], fp / nontarget.size])
+    frr = np.concatenate([[1.0], 1.0 - tp / target.size])
+    thresholds = np.concatenate([[np.inf], scores[order][ends]])
+    return thresholds, far, frr
+
+
+def _eer_crossing(far: np.ndarray, frr: np.ndarray) -> tuple[float, int, float]:
+    """Interpolated EER: (eer, index of the point before the crossing, fraction past it).
+
+    The crossing is the first operating point ``i`` with ``FRR - FAR <= 0``; the EER lies on
+    the straight line from point ``i - 1`` to point ``i`` where ``FRR - FAR = 0``.
+    """
+    d = frr - far
+    prev = int(np.argmax(d <= 0)) - 1  # >= 0: d = 1 at the reject-everything point
+    alpha = d[prev] / (d[prev] - d[prev + 1])
+    return float(far[prev] + alpha * (far[prev + 1] - far[prev])), prev, float(alpha)
+
+
+def _finite_thresholds(thresholds: np.ndarray) -> np.ndarray:
+    """Replace the leading +inf by the next float above the highest score."""
+    out = thresholds.copy()
+    out[0] = np.nextafter(thresholds[1], np.inf)
+    return out
+
+
+# ----------------------------------------------------------------------------- curves
+
+
+def roc(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC points of a trial list.
+
+    Args:
+        scores: (n,) trial scores, higher = more likely the same speaker.
+        labels: (n,) 1 for target (same-speaker) trials, 0 for non-target trials.
+
+    Returns:
+        ``(fpr, tpr, thresholds)``, each (k,), thresholds descending starting at +inf;
+        point ``i`` accepts trials with ``score >= thresholds[i]``. Identical to
+        ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)``.
+    """
+    target, nontarget = _split(scores, labels)
+    thresholds, far, frr = _operating_points(target, nontarget)
+    return far, 1.0 - frr, thresholds
+
+
+def det_curve(target: ArrayLike, nontarget: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DET points: ``(far, frr, thresholds)``, each (k,), thresholds descending from +inf.
+
+    FAR rises from 0 to 1 and FRR falls from 1 to 0 along the arrays.
+    """
+    t = _as_scores(target, "target scores")
+    n = _as_scores(nontarget, "non-target scores")
+    thresholds, far, frr = _operating_points(t, n)
+    return far, frr, thresholds
+
+
+def auc(fpr: ArrayLike, tpr: ArrayLike) -> float:
+    """Area under a ROC curve by the trapezoidal rule (points ordered by rising FPR)."""
+    x = _as_scores(fpr, "fpr")
+    y = _as_scores(tpr, "tpr")
+    if x.shape != y.shape:
+        raise ValueError(f"fpr and tpr differ in shape: {x.shape} vs {y.shape}")
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) * 0.5))
+
+
+# ----------------------------------------------------------------------------- EER / DCF
+
+
+def eer(target_scores: ArrayLike, nontarget_scores: ArrayLike) -> tuple[float, float]:
+    """Equal error rate and its threshold.
+
+    Walking the operating points from the strictest threshold (+inf: FAR 0, FRR 1) down,
+    ``FRR - FAR`` falls from 1 to -1. Let ``i`` be the first point where it is ``<= 0``.
+    The EER is found by linear interpolation between points ``i - 1`` and ``i``: with
+    ``a = d[i-1] / (d[i-1] - d[i])``, ``EER = FAR[i-1] + a * (FAR[i] - FAR[i-1])``, which
+    equals the interpolated FRR there. The threshold is interpolated the same way,
+    ``t[i-1] + a * (t[i] - t[i-1])`` (the reject-everything threshold taken as the next
+    float above the top score). Perfectly separated scores give EER 0 at the lowest target
+    score.
+
+    Args:
+        target_scores: (n_t,) scores of same-speaker trials.
+        nontarget_scores: (n_n,) scores of different-speaker trials.
+
+    Returns:
+        ``(eer, threshold)``, the EER as a fraction in [0, 1].
+    """
+    t = _as_scores(target_scores, "target scores")
+    n = _as_scores(nontarget_scores, "non-target scores")
+    thresholds, far, frr = _operating_points(t, n)
+    value, prev, alpha = _eer_crossing(far, frr)
+    thr = _finite_thresholds(thresholds)
+    threshold = thr[prev] + alpha * (thr[prev + 1] - thr[prev])
+    return float(value), float(threshold)
+
+
+def get_eer(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
+    """EER and threshold from a scored trial list (labels 1 = target); see :func:`eer`."""
+    target, nontarget = _split(scores, labels)
+    return eer(target, nontarget)
+
+
+def min_dcf(
+    target: ArrayLike,
+    nontarget: ArrayLike,
+    p_target: float = 0.01,
+    c_miss: float = 1.0,
+    c_fa: float = 1.0,
+) -> tuple[float, float]:
+    """Minimum normalised detection cost and the threshold that attains it.
+
+    ``DCF(t) = c_miss * p_target * FRR(t) + c_fa * (1 - p_target) * FAR(t)``, divided by
+    ``min(c_miss * p_target, c_fa * (1 - p_target))`` (the cost of the better of accepting
+    or rejecting everything), minimised over all operating points. Ties go to the highest
+    threshold. A value of 1 means the scores are no better than a fixed decision.
+
+    Returns:
+        ``(min_dcf, threshold)``.
+    """
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must lie in (0, 1), got {p_target}")
+    if c_miss <= 0 or c_fa <= 0:
+        raise ValueError(f"costs must be positive, got c_miss={c_miss}, c_fa={c_fa}")
+    t = _as_scores(target, "target scores")
+    n = _as_scores(nontarget, "non-target scores")
+    thresholds, far, frr = _operating_points(t, n)
+    dcf = c_miss * p_target * frr + c_fa * (1.0 - p_target) * far
+    dcf /= min(c_miss * p_target, c_fa * (1.0 - p_target))
+    best = int(np.argmin(dcf))
+    return float(dcf[best]), float(_finite_thresholds(thresholds)[best])
+
+
+def threshold_at_far(nontarget: ArrayLike, far: float) -> float:
+    """Smallest threshold whose empirical FAR on ``nontarget`` does not exceed ``far``.
+
+    With ``k = floor(far * n)`` false accepts allowed, this is the next float above the
+    ``(k+1)``-th highest non-target score (ties are all rejected), or the lowest
+    non-target score when ``far >= 1``.
+    """
+    if not 0.0 <= far <= 1.0:
+        raise ValueError(f"far must lie in [0, 1], got {far}")
+    n = np.sort(_as_scores(nontarget, "non-target scores"))[::-1]
+    k = int(np.floor(far * n.size + 1e-9))
+    if k >= n.size:
+        return float(n[-1])
+    return float(np.nextafter(n[k], np.inf))
+
+
+def summarize(
+    target: ArrayLike, nontarget: ArrayLike, p_target: float = 0.01
+) -> dict[str, float | int]:
+    """EER, minDCF, their thresholds and the trial counts, as plain Python numbers."""
+    t = _as_scores(target, "target scores")
+    n = _as_scores(nontarget, "non-target scores")
+    e, e_thr = eer(t, n)
+    d, d_thr = min_dcf(t, n, p_target=p_target)
+    return {
+        "eer": e,
+        "eer_threshold": e_thr,
+        "min_dcf": d,
+        "min_dcf_threshold": d_thr,
+        "p_target": float(p_target),
+        "n_target": int(t.size),
+        "n_nontarget": int(n.size),
+    }
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+
+def bootstrap_eer(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    spk_a: Sequence[object] | np.ndarray,
+    spk_b: Sequence[object] | np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile confidence interval of the EER by resampling test speakers.
+
+    Trials between recordings of the same speakers are correlated, so resampling trials
+    understates the uncertainty; the speakers are the sampling unit. Each resample draws
+    ``S`` speakers with replacement from the ``S`` test speakers; speaker ``x`` drawn
+    ``c[x]`` times enters as ``c[x]`` copies. A target trial of speaker ``a`` then counts
+    ``c[a]`` times (once per copy) and a non-target trial between ``a`` and ``b`` counts
+    ``c[a] * c[b]`` times (once per pair of copies); pairs of two copies of one speaker are
+    not formed, since they would be non-target trials made of same-speaker recordings.
+    The EER of each resample is computed from these weights as in :func:`eer`; resamples
+    without any target or non-target trial are skipped.
+
+    Args:
+        scores: (n,) trial scores.
+        labels: (n,) 1 for target trials, 0 for non-target; must agree with
+            ``spk_a == spk_b``.
+        spk_a, spk_b: (n,) speaker ids of the two sides of each trial.
+        n_boot: number of resamples.
+        seed: seed of the resampling generator.
+        confidence: coverage of the two-sided percentile interval.
+
+    Returns:
+        ``(low, high)`` EER bounds as fractions.
+    """
+    s = _as_scores(scores, "scores")
+    lab = _as_labels(labels, s.size)
+    a_ids = np.asarray(spk_a)
+    b_ids = np.asarray(spk_b)
+    if a_ids.shape != s.shape or b_ids.shape != s.shape:
+        raise ValueError(f"spk_a {a_ids.shape} and spk_b {b_ids.shape} must match scores {s.shape}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    speakers, idx = np.unique(np.concatenate([a_ids, b_ids]), return_inverse=True)
+    a, b = idx[: s.size], idx[s.size :]
+    same = a == b
+    if np.any(same != lab):
+        raise ValueError("labels disagree with speaker ids: target trials must have spk_a == spk_b")
+    if same.all() or not same.any():
+        raise ValueError("need at least one target (1) and one non-target (0) trial")
+
+    rng = np.random.default_rng(seed)
+    n_spk = speakers.size
+    counts = rng.multinomial(n_spk, np.full(n_spk, 1.0 / n_spk), size=n_boot)
+    eers = _resampled_eers(s, a, b, counts)
+    if np.isnan(eers).all():
+        raise ValueError("no resample contained both target and non-target trials")
+    tail = 50.0 * (1.0 - confidence)
+    low, high = np.nanpercentile(eers, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def _resampled_eers(
+    scores: np.ndarray, a: np.ndarray, b: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    """EER of each speaker resample, weighting trials as described in :func:`bootstrap_eer`.
+
+    Args:
+        scores: (n,) trial scores.
+        a, b: (n,) speaker indices of the two sides; ``a == b`` marks target trials.
+        counts: (B, S) how often each of the S speakers is drawn in each resample.
+
+    Returns:
+        (B,) EERs; NaN for resamples without target or without non-target trials.
+
+    Works on ``D = TPR + FAR`` after each trial in descending score order, which one
+    cumulative sum gives: ``FRR - FAR = 1 - D``, so the EER crossing is the first tie group
+    where ``D >= 1``. TPR is read at the two bracketing points from a cumulative sum over
+    the (few) target trials only.
+    """
+    order, ends = _sort_desc(scores)
+    a, b = a[order], b[order]
+    same = a == b
+    n_spk = counts.shape[1]
+    tar_spk = a[same]
+    tar_per_spk = np.bincount(tar_spk, minlength=n_spk).astype(np.float64)
+    pairs = np.zeros((n_spk, n_spk))
+    np.add.at(pairs, (a[~same], b[~same]), 1.0)
+    tar_upto = np.concatenate([[0], np.cumsum(same)])  # target trials among the first p
+
+    out = np.full(counts.shape[0], np.nan)
+    chunk = max(1, 2_000_000 // scores.size)  # bounds memory to a few (chunk, n) arrays
+    for start in range(0, counts.shape[0], chunk):
+        c = counts[start : start + chunk].astype(np.float64)
+        n_tar = c @ tar_per_spk
+        n_non = np.einsum("bi,ij,bj->b", c, pairs, c)
+        ok = np.flatnonzero((n_tar > 0) & (n_non > 0))
+        if ok.size == 0:
+            continue
+        c, n_tar, n_non = c[ok], n_tar[ok, None], n_non[ok, None]
+        weight = np.where(same, 1.0 / n_tar, np.take(c, b, axis=1) / n_non)
+        d_cum = np.cumsum(np.take(c, a, axis=1) * weight, axis=1)  # TPR + FAR per position
+        first = np.argmax(d_cum >= 1.0, axis=1)
+        group = np.searchsorted(ends, first)  # tie group holding that position
+        pos_c = ends[group]
+        pos_p = np.where(group > 0, ends[group - 1], -1)  # -1: the reject-everything point
+        rows = np.arange(ok.size)
+        dc_c = d_cum[rows, pos_c]
+        dc_p = np.where(pos_p >= 0, d_cum[rows, np.maximum(pos_p, 0)], 0.0)
+        tpr = np.cumsum(np.take(c, tar_spk, axis=1), axis=1) / n_tar
+        tpr = np.concatenate([np.zeros((ok.size, 1)), tpr], axis=1)
+        tpr_c = tpr[rows, tar_upto[pos_c + 1]]
+        tpr_p = tpr[rows, tar_upto[pos_p + 1]]
+        far_c, far_p = dc_c - tpr_c, dc_p - tpr_p
+        gap_c, gap_p = 1.0 - dc_c, 1.0 - dc_p  # FRR - FAR
+        alpha = gap_p / (gap_p - gap_c)
+        out[start + ok] = far_p + alpha * (far_c - far_p)
+    return out
