@@ -100,3 +100,20 @@ def test_errors_are_one_clear_line(
 ) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_backend_mean_asnorm_calibration(trained: Path) -> None:
+    from voiceprint.evaluation import evaluate
+
+    overrides = ["eval.mean_subtract=true", "eval.asnorm_top=4", "eval.calibrate=true"]
+    results = evaluate(trained, overrides=overrides, progress=False)
+    out = trained / "eval" / "mean_subtract=true_asnorm_top=4_calibrate=true"
+    assert json.loads((out / "results.json").read_text())["eer"] == results["eer"]
+    assert results["backend"] == {"mean_subtract": True, "asnorm_top": 4, "calibrate": True}
+    assert results["calibration"]["scale"] > 0
+    assert results["act_dcf"] >= 0.0
+    assert results["raw_cosine"]["eer"] == pytest.approx(
+        json.loads((trained / "results.json").read_text())["eer"]
+    )
+    with pytest.raises(ValueError, match="eval.\\* overrides only"):
+        evaluate(trained, overrides=["train.epochs=3"], progress=False)

@@ -267,8 +267,12 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    config = from_dict(values)
-    for text in overrides or []:
+    return apply_overrides(from_dict(values), overrides or [])
+
+
+def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Apply ``key.path=value`` overrides to ``config`` in place and return it."""
+    for text in overrides:
         keys, value = _parse_override(text)
         nested: dict[str, Any] = {keys[-1]: value}
         for key in reversed(keys[:-1]):

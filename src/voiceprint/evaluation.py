@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from voiceprint import metrics, plots, scoring
-from voiceprint.config import ExperimentConfig
+from voiceprint.config import ExperimentConfig, apply_overrides
 from voiceprint.data.corpus import CorpusError, Utterance, by_speaker, read_kaldi_dir, scan_split
-from voiceprint.data.protocol import Trial, prepare_test, read_trials
+from voiceprint.data.protocol import Trial, pair_trials, prepare_test, read_trials
 from voiceprint.embedder import Decision, Embedder
 from voiceprint.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -83,52 +83,89 @@ def resolve_test_folder(
     return folder
 
 
-def _speaker_embeddings(names: list[str], groups: dict[str, np.ndarray]) -> np.ndarray:
-    return np.stack([scoring.length_norm(groups[n]).mean(0) for n in names])
+@dataclass
+class Backend:
+    """Training-data statistics for scoring: embedding mean, AS-norm cohort, calibration."""
+
+    mean: np.ndarray | None = None
+    cohort: np.ndarray | None = None
+    asnorm_top: int = 0
+    calibration: scoring.ScoreCalibration | None = None
+
+    def score(self, by_utt: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.ndarray:
+        """Cosine scores of ``pairs`` after mean subtraction and AS-norm (when set)."""
+        if self.mean is not None:
+            by_utt = {k: scoring.mean_subtract(v[None], self.mean)[0] for k, v in by_utt.items()}
+        scores = scoring.score_trials(by_utt, pairs)
+        if self.cohort is not None and self.asnorm_top > 0:
+            enroll_emb = np.stack([by_utt[a] for a, _ in pairs])
+            test_emb = np.stack([by_utt[b] for _, b in pairs])
+            scores = scoring.asnorm(scores, enroll_emb, test_emb, self.cohort, self.asnorm_top)
+        return scores
 
 
-def score_test_set(
-    embedder: Embedder,
-    test: TestSet,
-    config: ExperimentConfig,
-    cohort: np.ndarray | None,
-    train_mean: np.ndarray | None,
-    progress: bool = True,
-) -> np.ndarray:
-    """Cosine scores of ``test.trials`` with the configured back-end (mean, AS-norm)."""
+def embed_test_set(
+    embedder: Embedder, test: TestSet, progress: bool = True
+) -> dict[str, np.ndarray]:
+    """Embeddings of every test utterance and, for enroll trials, of every enrolled speaker.
+
+    A speaker model is the mean of its length-normalised enrollment embeddings.
+    """
     emb = embedder.embed_files([u.path for u in test.utts], progress=progress)
-    if train_mean is not None:
-        emb = scoring.mean_subtract(emb, train_mean)
     by_utt = {u.utt: emb[i] for i, u in enumerate(test.utts)}
-    if test.enroll is not None:
-        for spk, ids in test.enroll.items():
-            by_utt[spk] = scoring.length_norm(np.stack([by_utt[i] for i in ids])).mean(0)
-    pairs = [(a, b) for a, b, _ in test.trials]
-    scores = scoring.score_trials(by_utt, pairs)
-    if cohort is not None and config.eval.asnorm_top > 0:
-        enroll_emb = np.stack([by_utt[a] for a, _ in pairs])
-        test_emb = np.stack([by_utt[b] for _, b in pairs])
-        scores = scoring.asnorm(scores, enroll_emb, test_emb, cohort, config.eval.asnorm_top)
-    return scores
+    for spk, ids in (test.enroll or {}).items():
+        by_utt[spk] = scoring.length_norm(np.stack([by_utt[i] for i in ids])).mean(0)
+    return by_utt
 
 
-def _backend_statistics(
-    embedder: Embedder, config: ExperimentConfig, progress: bool
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Training-embedding mean and per-speaker cohort embeddings, when the config asks."""
+def build_backend(
+    embedder: Embedder, config: ExperimentConfig, progress: bool = True, max_pairs_utts: int = 600
+) -> Backend:
+    """Embed the training data when the config's back-end needs it.
+
+    * ``eval.mean_subtract``: the mean training embedding is subtracted before cosine.
+    * ``eval.asnorm_top``: the cohort is one mean embedding per training speaker.
+    * ``eval.calibrate``: a linear score -> LLR map fitted on all pairs of up to
+      ``max_pairs_utts`` training utterances scored with the same back-end. The model has
+      seen these speakers, so their scores are better separated than unseen speakers':
+      the calibration is over-confident, and ``act_dcf`` in the results shows how much.
+    """
     ecfg = config.eval
-    if not (ecfg.mean_subtract or ecfg.asnorm_top > 0):
-        return None, None
+    backend = Backend(asnorm_top=ecfg.asnorm_top)
+    if not (ecfg.mean_subtract or ecfg.asnorm_top > 0 or ecfg.calibrate):
+        return backend
     train = read_kaldi_dir(config.out_dir / "data" / "train")
     emb = embedder.embed_files([u.path for u in train], progress=progress)
-    mean = emb.mean(0) if ecfg.mean_subtract else None
-    if mean is not None:
-        emb = scoring.mean_subtract(emb, mean)
-    groups: dict[str, list[np.ndarray]] = {}
-    for u, e in zip(train, emb, strict=True):
-        groups.setdefault(u.speaker, []).append(e)
-    cohort = _speaker_embeddings(sorted(groups), {k: np.stack(v) for k, v in groups.items()})
-    return mean, cohort
+    if ecfg.mean_subtract:
+        backend.mean = emb.mean(0)
+    if ecfg.asnorm_top > 0:
+        centred = emb if backend.mean is None else scoring.mean_subtract(emb, backend.mean)
+        groups: dict[str, list[np.ndarray]] = {}
+        for u, e in zip(train, centred, strict=True):
+            groups.setdefault(u.speaker, []).append(e)
+        backend.cohort = np.stack(
+            [scoring.length_norm(np.stack(groups[s])).mean(0) for s in sorted(groups)]
+        )
+    if ecfg.calibrate:
+        rng = np.random.default_rng(config.seed)
+        pick = np.sort(rng.permutation(len(train))[:max_pairs_utts])
+        by_utt = {train[i].utt: emb[i] for i in pick}
+        chosen = [train[i] for i in pick]
+        trials = pair_trials(chosen)
+        scores = backend.score(by_utt, [(a, b) for a, b, _ in trials])
+        labels = np.array([t for _, _, t in trials], dtype=bool)
+        backend.calibration = scoring.ScoreCalibration().fit(
+            scores[labels], scores[~labels], p_target=ecfg.p_target
+        )
+    return backend
+
+
+def actual_dcf(llr: np.ndarray, labels: np.ndarray, p_target: float) -> float:
+    """Normalised DCF at the Bayes threshold ``-logit(p_target)`` on calibrated LLRs."""
+    threshold = -np.log(p_target / (1 - p_target))
+    p_miss = float(np.mean(llr[labels] < threshold))
+    p_fa = float(np.mean(llr[~labels] >= threshold))
+    return (p_target * p_miss + (1 - p_target) * p_fa) / min(p_target, 1 - p_target)
 
 
 def trial_speakers(test: TestSet, trials: list[Trial]) -> tuple[np.ndarray, np.ndarray]:
@@ -149,19 +186,29 @@ def evaluate(
     data_dir: str | None = None,
     trials: str | None = None,
     out_dir: str | Path | None = None,
+    overrides: list[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a trained experiment; returns (and writes) the results dict."""
+    """Evaluate a trained experiment; returns (and writes) the results dict.
+
+    ``overrides`` change evaluation settings only (``eval.asnorm_top=100``); with any,
+    results go to ``<exp>/eval/<tag>/`` so the experiment's own results stay as they are.
+    """
     checkpoint = find_checkpoint(experiment)
     embedder = Embedder.from_checkpoint(checkpoint)
     config = embedder.config
     assert config is not None
+    for text in overrides or []:
+        if not text.startswith("eval."):
+            raise ValueError(f"evaluate takes eval.* overrides only, got {text!r}")
+    apply_overrides(config, overrides or [])
     kind = trials or config.eval.trials
     if kind not in ("pairs", "enroll"):
         raise ValueError(f"unknown trial list {kind!r}; valid: pairs, enroll")
-    default_set = root is None and data_dir is None
+    default_set = root is None and data_dir is None and not overrides
     if out_dir is None:
         tag = "" if default_set else Path(root or data_dir or "").name
+        tag = "_".join([tag] * bool(tag) + [o.split(".", 1)[1] for o in overrides or []])
         out_dir = checkpoint.parent if default_set else checkpoint.parent / "eval" / tag
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,9 +220,12 @@ def evaluate(
         len(test.trials),
         kind,
     )
-    train_mean, cohort = _backend_statistics(embedder, config, progress)
-    scores = score_test_set(embedder, test, config, cohort, train_mean, progress)
+    by_utt = embed_test_set(embedder, test, progress)
+    pairs = [(a, b) for a, b, _ in test.trials]
     labels = np.array([t for _, _, t in test.trials], dtype=bool)
+    raw = Backend().score(by_utt, pairs)
+    backend = build_backend(embedder, config, progress)
+    scores = backend.score(by_utt, pairs)
     target, nontarget = scores[labels], scores[~labels]
     if not len(target) or not len(nontarget):
         raise ValueError(f"trial list in {test.folder} needs both target and nontarget trials")
@@ -196,9 +246,16 @@ def evaluate(
             "backend": {
                 "mean_subtract": config.eval.mean_subtract,
                 "asnorm_top": config.eval.asnorm_top,
+                "calibrate": config.eval.calibrate,
             },
+            "raw_cosine": metrics.summarize(raw[labels], raw[~labels], config.eval.p_target),
         }
     )
+    if backend.calibration is not None:
+        results["calibration"] = backend.calibration.to_dict()
+        results["act_dcf"] = actual_dcf(
+            backend.calibration.llr(scores), labels, config.eval.p_target
+        )
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     (out / "scores.txt").write_text(
         "".join(
@@ -216,8 +273,14 @@ def evaluate(
     plots.plot_score_histogram(
         target, nontarget, out / "scores.png", threshold=results["eer_threshold"]
     )
-    if default_set and train_mean is None and cohort is None:
-        _store_decision(checkpoint, Decision(float(results["eer_threshold"]), "eer"))
+    if default_set:
+        # The embedder scores with plain cosine, so its threshold comes from the raw scores.
+        raw_non = raw[~labels]
+        far_thresholds = {
+            f"{far:g}": metrics.threshold_at_far(raw_non, far) for far in (0.1, 0.05, 0.01, 0.001)
+        }
+        decision = Decision(float(results["raw_cosine"]["eer_threshold"]), "eer").to_dict()
+        _store_decision(checkpoint, {**decision, "far_thresholds": far_thresholds})
     log.info(
         "EER %.2f%% (95%% CI %.2f-%.2f) at threshold %.4f, minDCF(%.2g) %.4f -> %s",
         100 * results["eer"],
@@ -231,8 +294,12 @@ def evaluate(
     return results
 
 
-def _store_decision(checkpoint: Path, decision: Decision) -> None:
-    """Keep the evaluation's threshold with the model, for enroll/verify decisions."""
+def _store_decision(checkpoint: Path, decision: dict[str, Any]) -> None:
+    """Keep the evaluation's thresholds with the model, for enroll/verify decisions.
+
+    ``threshold`` is the raw-cosine EER threshold; ``far_thresholds`` maps a false-accept
+    rate (as text, e.g. "0.01") to the raw-cosine threshold that gives it on the test trials.
+    """
     payload = load_checkpoint(checkpoint)
-    payload["decision"] = decision.to_dict()
+    payload["decision"] = decision
     save_checkpoint(checkpoint, payload)

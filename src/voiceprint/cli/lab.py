@@ -115,6 +115,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="score on this Kaldi data folder instead")
     p.add_argument("--trials", choices=("pairs", "enroll"), help="trial list (default: config)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="eval.KEY=VALUE",
+        help="back-end settings, e.g. eval.asnorm_top=100 eval.mean_subtract=true",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("run", help="prepare + train + evaluate in one go")
