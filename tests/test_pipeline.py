@@ -117,3 +117,10 @@ def test_backend_mean_asnorm_calibration(trained: Path) -> None:
     )
     with pytest.raises(ValueError, match="eval.\\* overrides only"):
         evaluate(trained, overrides=["train.epochs=3"], progress=False)
+
+
+def test_cli_evaluate_overrides_go_to_their_own_folder(trained: Path) -> None:
+    before = (trained / "results.json").read_text()
+    assert main(["evaluate", "--exp", str(trained), "--quiet", "eval.bootstrap=20"]) == 0
+    assert (trained / "eval" / "bootstrap=20" / "results.json").is_file()
+    assert (trained / "results.json").read_text() == before

@@ -67,6 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         root=args.root,
         data_dir=args.data,
         trials=args.trials,
+        overrides=args.overrides,
         progress=not args.quiet,
     )
     print(
