@@ -211,7 +211,7 @@ class Trainer:
             )
             if info.is_main:
                 log.info(
-                    "epoch %d/%d  loss %.4f  acc %.2f%%  lr %.2e  margin %.2f  %.1fs",
+                    "epoch %d/%d  loss %.4f  acc %.2f%%  lr %.2e  margin %.2f  %.1fs (cpu %.1fs)",
                     epoch + 1,
                     total,
                     entry["loss"],
@@ -219,6 +219,7 @@ class Trainer:
                     entry["lr"],
                     entry["margin"],
                     entry["seconds"],
+                    entry["cpu_seconds"],
                 )
                 final = epoch + 1 == total
                 self._save(graph, optimizer, epoch + 1, speakers, history, recent, final)
@@ -247,7 +248,7 @@ class Trainer:
         if hasattr(graph.head, "set_margin"):
             graph.head.set_margin(margin)
         model_graph.train()
-        started = time.time()
+        started, cpu_started = time.time(), time.process_time()
         loss_sum = acc_sum = 0.0
         steps = len(batches)
         bar = tqdm(
@@ -279,6 +280,7 @@ class Trainer:
             "lr": lr,
             "margin": margin,
             "seconds": time.time() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
         }
 
     def _save(
