@@ -7,7 +7,7 @@ bash scripts/setup.sh dev
 # The browser test drives Debian's Chromium; install it when we can (root, apt).
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing chromium for the browser test"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei) >/dev/null
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -12,7 +12,7 @@ CVZH = Path(__file__).resolve().parents[2] / "shared" / "data" / "cv-zh"
 
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

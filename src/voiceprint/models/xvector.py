@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from voiceprint.pooling import build_pooling
@@ -69,7 +70,9 @@ class Xvector(nn.Module):
                 f"x-vector needs at least {self.min_frames} frames, got an input of {frames}"
             )
         if lengths is not None:
-            shortest = int(lengths.min())
+            # Value checks cannot be traced by the ONNX exporter; the embedder checks
+            # lengths before export-time graphs run.
+            shortest = self.min_frames if torch.compiler.is_exporting() else int(lengths.min())
             if shortest < self.min_frames:
                 raise ValueError(
                     f"x-vector needs at least {self.min_frames} frames, "

@@ -1,0 +1,231 @@
+"""Export a trained model (front-end + encoder) to one ONNX file.
+
+    export_onnx("exp/ecapa/ecapa_tdnn_asp_aamsoftmax_checkpoint.pth", "model.onnx")
+    OnnxEmbedder("model.onnx").embed_file("a.wav")      # onnxruntime, no torch work
+
+The graph maps ``wave`` (B, N) float32 zero-padded waveforms at the model's sample rate
+and ``lengths`` (B,) int64 valid samples to ``embedding`` (B, D); batch and time axes are
+dynamic. The file's ``metadata_props`` carry what using the model needs (keys prefixed
+``voiceprint.``): model_id, sample_rate, embedding_dim, decision (JSON, with the
+threshold), threshold, min_samples, max_seconds, the resolved config (JSON) and, when
+the checkpoint's folder holds the ``results.json`` of its evaluation, that evaluation
+(JSON: eer, eer_ci95, eer_threshold, min_dcf, n_target, n_nontarget, test_folder).
+
+Export goes through ``torch.export`` (the dynamo exporter, which needs ``onnxscript``)
+at opset 18 (the lowest the exporter implements; its DFT operator carries the
+front-end's FFT).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from voiceprint.embedder import (
+    Embedder,
+    OnnxEmbedder,
+    SpeakerEncoder,
+    find_checkpoint,
+    load_embedder,
+)
+
+EXPORT_FORMAT = 1
+
+
+class ExportableEncoder(nn.Module):
+    """The encoder's computation written for tracing with dynamic shapes.
+
+    The front-end's own ``forward`` validates ``lengths`` against the data and counts
+    frames with Python integers, which a trace with a symbolic time axis cannot follow.
+    This wrapper runs the same pieces (``log_mel``, ``transform``, ``num_frames`` on a
+    tensor, then masking and mean normalisation over valid frames) with tensor
+    arithmetic only; front-ends without these pieces are called as they are. Outputs are
+    the encoder's, which the export test checks against :class:`SpeakerEncoder`.
+    """
+
+    def __init__(self, encoder: SpeakerEncoder) -> None:
+        super().__init__()
+        self.frontend = encoder.frontend
+        self.model = encoder.model
+
+    def features(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Waves (B, N) + valid samples (B,) -> features (B, T, F), valid frames (B,)."""
+        fe = self.frontend
+        valid = fe.num_frames(lengths)
+        if not all(hasattr(fe, name) for name in ("log_mel", "transform", "mean_norm")):
+            return fe(wave, lengths), valid
+        feats = fe.transform(fe.log_mel(wave))
+        steps = torch.arange(feats.shape[1], device=wave.device)
+        mask = (steps[None, :] < valid[:, None])[..., None]
+        feats = feats * mask
+        if fe.mean_norm:
+            count = torch.clamp(valid, min=1).to(feats.dtype)[:, None, None]
+            feats = (feats - feats.sum(dim=1, keepdim=True) / count) * mask
+        return feats, valid
+
+    def forward(self, wave: Tensor, lengths: Tensor) -> Tensor:
+        feats, frames = self.features(wave, lengths)
+        return self.model(feats, frames)
+
+
+EVALUATION_KEYS = (
+    "eer",
+    "eer_ci95",
+    "eer_threshold",
+    "min_dcf",
+    "n_target",
+    "n_nontarget",
+    "test_folder",
+)
+
+
+def evaluation_of(checkpoint: Path, model_id: str) -> dict | None:
+    """The summary of ``results.json`` beside ``checkpoint`` if it evaluated this model."""
+    results = checkpoint.parent / "results.json"
+    if not results.is_file():
+        return None
+    try:
+        values = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if values.get("model_id") != model_id:
+        return None
+    return {key: values[key] for key in EVALUATION_KEYS if key in values}
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter: per-pass INFO logs, warnings about optional ops, and the
+    partial graph it prints to stderr on failure (the raised error keeps the cause)."""
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _metadata(embedder: Embedder, evaluation: dict | None) -> dict[str, str]:
+    decision = embedder.decision.to_dict() if embedder.decision else None
+    config = embedder.config.to_dict() if embedder.config else None
+    return {
+        "voiceprint.format": str(EXPORT_FORMAT),
+        "voiceprint.model_id": embedder.model_id,
+        "voiceprint.sample_rate": str(embedder.sample_rate),
+        "voiceprint.embedding_dim": str(embedder.embedding_dim),
+        "voiceprint.decision": json.dumps(decision),
+        "voiceprint.threshold": "" if decision is None else f"{decision['threshold']:.6f}",
+        "voiceprint.min_samples": str(embedder.min_samples),
+        "voiceprint.max_seconds": str(embedder.max_seconds),
+        "voiceprint.config": json.dumps(config),
+        "voiceprint.evaluation": json.dumps(evaluation),
+    }
+
+
+def export_onnx(
+    checkpoint: str | Path | Embedder,
+    out_path: str | Path,
+    opset: int = 18,
+    *,
+    check: bool = True,
+) -> Path:
+    """Write the checkpoint's front-end + encoder as one ONNX file at ``out_path``.
+
+    ``checkpoint`` is a .pth file, an experiment folder or a torch :class:`Embedder`.
+    With ``check``, the file is run once on onnxruntime and compared with torch on a
+    padded batch (ValueError when they differ by more than 1e-3).
+    """
+    try:
+        import onnx
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError("export needs onnx: pip install 'voiceprint[onnx]'") from err
+    evaluation = None
+    if isinstance(checkpoint, Embedder):
+        embedder = checkpoint
+    else:
+        path = Path(checkpoint)
+        path = find_checkpoint(path) if path.is_dir() else path
+        embedder = load_embedder(path)
+        evaluation = evaluation_of(path, embedder.model_id)
+    if embedder.backend != "torch":
+        raise ValueError("export needs a torch checkpoint, not an ONNX model")
+    module = ExportableEncoder(embedder.encoder.cpu()).eval()
+    sr = embedder.sample_rate
+    shortest = max(embedder.min_samples, 1)
+    example_n = max(2 * sr, 2 * shortest)
+    wave = 0.1 * torch.randn(2, example_n, generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([example_n, max(example_n * 3 // 5, shortest)])
+    wave[1, int(lengths[1]) :] = 0.0
+    batch = torch.export.Dim("batch", min=1)
+    samples = torch.export.Dim("samples", min=shortest)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with torch.no_grad(), _quiet_exporter():
+            program = torch.onnx.export(
+                module,
+                (wave, lengths),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["wave", "lengths"],
+                output_names=["embedding"],
+                dynamic_shapes={"wave": {0: batch, 1: samples}, "lengths": {0: batch}},
+                verbose=False,
+            )
+    except Exception as err:  # noqa: BLE001 - the exporter raises many kinds
+        raise ValueError(
+            f"cannot export model {embedder.model_id} to ONNX: {_export_failure(err)}"
+        ) from err
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, _metadata(embedder, evaluation))
+    proto.doc_string = (
+        "voiceprint speaker encoder: wave (B, N) float32 + lengths (B,) int64 -> embedding (B, D)"
+    )
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    onnx.save_model(proto, str(tmp))
+    tmp.replace(out_path)
+    if check:
+        _check(embedder, out_path, wave.numpy(), lengths.numpy())
+    return out_path
+
+
+def _export_failure(err: BaseException) -> str:
+    """The root cause of an export error in one line, with the user code it points at."""
+    root = err
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = str(root).strip()
+    first = text.splitlines()[0] if text else type(root).__name__
+    for path, line in re.findall(r'File "([^"]+)", line (\d+)', text + "\n" + str(err)):
+        if "site-packages" in path or "onnx_export.py" in path:
+            continue
+        with contextlib.suppress(ValueError):
+            path = str(Path(path).relative_to(Path.cwd()))
+        return (
+            f"{first} (at {path}, line {line}: code that depends on tensor values must be "
+            "skipped while exporting, e.g. under torch.compiler.is_exporting())"
+        )
+    return first
+
+
+def _check(embedder: Embedder, path: Path, wave: np.ndarray, lengths: np.ndarray) -> None:
+    expected = embedder._run(wave, lengths)
+    got = OnnxEmbedder(path)._run(wave, lengths)
+    diff = float(np.max(np.abs(expected - got)))
+    if not diff <= 1e-3:
+        raise ValueError(f"exported {path} differs from torch by {diff:.2e} (limit 1e-3)")

@@ -1,0 +1,342 @@
+"""The HTTP API and the browser page, as a FastAPI app.
+
+    app = create_app(load_embedder("model.onnx"), "speakers.db", api_key="secret")
+    uvicorn.run(app)          # or: voiceprint serve --model model.onnx --api-key secret
+
+Endpoints (audio travels as multipart file uploads, any format audio.decode_bytes reads):
+
+    GET    /health                  model id, backend, threshold, number of speakers
+    POST   /v1/embed                file                  -> embedding
+    POST   /v1/compare              first, second         -> score, decision
+    POST   /v1/enroll      (key)    name, file (1 or more) -> count
+    POST   /v1/verify               name, file            -> score, decision
+    POST   /v1/identify             file, top             -> candidates, best first
+    GET    /v1/speakers                                   -> enrolled speakers
+    DELETE /v1/speakers/{name} (key)                      -> removed count
+    GET    /                        the browser page (voiceprint/web), /docs the OpenAPI docs
+
+Errors are JSON ``{"detail": "..."}``: 400 bad audio (the decoder's message naming the
+upload), 401 missing / 403 wrong ``X-API-Key`` on the store-changing endpoints when a key
+is configured, 404 unknown speaker, 409 embeddings of another model, 413 a request body
+over ``max_upload_mb``, 422 missing fields.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from voiceprint import audio
+from voiceprint.embedder import Decision, Embedder
+from voiceprint.store import ModelMismatchError, SpeakerDB, UnknownSpeakerError
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+
+
+class Health(BaseModel):
+    status: str
+    model_id: str
+    backend: str
+    sample_rate: int
+    embedding_dim: int
+    threshold: float | None
+    rule: str | None
+    speakers: int
+    api_key_required: bool
+    max_upload_mb: float
+
+
+class Embedding(BaseModel):
+    model_id: str
+    seconds: float
+    embedding: list[float]
+
+
+class Verdict(BaseModel):
+    score: float
+    threshold: float | None
+    accepted: bool | None
+    decision: str  # ACCEPT | REJECT | NO THRESHOLD
+
+
+class Verification(Verdict):
+    name: str
+
+
+class Candidate(Verdict):
+    name: str
+
+
+class Identification(BaseModel):
+    candidates: list[Candidate]
+    best: Candidate
+
+
+class Enrollment(BaseModel):
+    name: str
+    added: int
+    count: int
+
+
+class Speaker(BaseModel):
+    name: str
+    count: int
+    model_id: str
+    same_model: bool
+
+
+class SpeakerList(BaseModel):
+    model_id: str
+    speakers: list[Speaker]
+
+
+class Removal(BaseModel):
+    name: str
+    removed: int
+
+
+class UploadLimit:
+    """ASGI middleware: answer 413 when a request body exceeds ``max_bytes``.
+
+    Checks the declared Content-Length first, then counts the bytes actually received
+    (chunked uploads), buffering at most ``max_bytes`` before handing the body on.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: dict, receive: Any, send: Any) -> None:
+        limit = self.max_bytes / 2**20
+        response = JSONResponse(
+            {"detail": f"request body larger than the upload limit of {limit:g} MB"},
+            status_code=413,
+        )
+        await response(scope, receive, send)
+
+
+def create_app(
+    embedder: Embedder,
+    db_path: str | Path,
+    api_key: str | None = None,
+    max_upload_mb: float = 10.0,
+    decision: Decision | None = None,
+) -> FastAPI:
+    """The service for one model and one speaker store.
+
+    ``decision`` overrides the model's stored threshold; ``api_key`` (when set) is
+    required as header ``X-API-Key`` by enroll and delete.
+    """
+    db = SpeakerDB(db_path, embedder.model_id)
+    decision = decision or embedder.decision
+    app = FastAPI(
+        title="voiceprint",
+        summary="Speaker verification and identification (声纹识别)",
+        version="1",
+    )
+    app.state.db = db
+    app.state.embedder = embedder
+
+    def require_key(
+        x_api_key: Annotated[str | None, Header(description="needed when configured")] = None,
+    ) -> None:
+        if api_key is None:
+            return
+        if not x_api_key:
+            raise HTTPException(401, "this endpoint needs the X-API-Key header")
+        if not secrets.compare_digest(x_api_key.encode(), api_key.encode()):
+            raise HTTPException(403, "wrong API key")
+
+    def decode(upload: UploadFile) -> np.ndarray:
+        data = upload.file.read()
+        try:
+            return audio.decode_bytes(data, embedder.sample_rate, name=upload.filename or "upload")
+        except audio.AudioError as err:
+            raise HTTPException(400, str(err)) from err
+
+    def embed_wave(wave: np.ndarray, upload: UploadFile) -> np.ndarray:
+        try:
+            return embedder.embed_batch([wave], [upload.filename or "upload"])[0]
+        except audio.AudioError as err:  # e.g. shorter than the model's minimum
+            raise HTTPException(400, str(err)) from err
+
+    def embed(upload: UploadFile) -> np.ndarray:
+        return embed_wave(decode(upload), upload)
+
+    def verdict(score: float) -> dict[str, Any]:
+        if decision is None:
+            return {"score": score, "threshold": None, "accepted": None, "decision": "NO THRESHOLD"}
+        accepted = score >= decision.threshold
+        return {
+            "score": score,
+            "threshold": decision.threshold,
+            "accepted": accepted,
+            "decision": "ACCEPT" if accepted else "REJECT",
+        }
+
+    def store_errors(err: Exception) -> HTTPException:
+        if isinstance(err, UnknownSpeakerError):
+            return HTTPException(404, str(err))
+        if isinstance(err, ModelMismatchError):
+            return HTTPException(409, str(err))
+        return HTTPException(400, str(err))
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health() -> dict[str, Any]:
+        """Liveness and what the service runs: model, backend, threshold, speaker count."""
+        return {
+            "status": "ok",
+            "model_id": embedder.model_id,
+            "backend": embedder.backend,
+            "sample_rate": embedder.sample_rate,
+            "embedding_dim": embedder.embedding_dim,
+            "threshold": None if decision is None else decision.threshold,
+            "rule": None if decision is None else decision.rule,
+            "speakers": len(db),
+            "api_key_required": api_key is not None,
+            "max_upload_mb": max_upload_mb,
+        }
+
+    @app.post("/v1/embed", response_model=Embedding, tags=["audio"])
+    def embed_audio(file: Annotated[UploadFile, File(description="an audio file")]) -> dict:
+        """The speaker embedding of one recording."""
+        wave = decode(file)
+        vector = embed_wave(wave, file)
+        return {
+            "model_id": embedder.model_id,
+            "seconds": len(wave) / embedder.sample_rate,
+            "embedding": vector.tolist(),
+        }
+
+    @app.post("/v1/compare", response_model=Verdict, tags=["audio"])
+    def compare(
+        first: Annotated[UploadFile, File(description="first recording")],
+        second: Annotated[UploadFile, File(description="second recording")],
+    ) -> dict:
+        """Are two recordings of the same speaker? Cosine score and decision."""
+        a, b = embed(first), embed(second)
+        score = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        return verdict(score)
+
+    @app.post(
+        "/v1/enroll",
+        response_model=Enrollment,
+        tags=["store"],
+        dependencies=[Depends(require_key)],
+    )
+    def enroll(
+        name: Annotated[str, Form(description="speaker name")],
+        file: Annotated[list[UploadFile], File(description="one or more recordings")],
+    ) -> dict:
+        """Add recordings of ``name`` to the store (appends to an enrolled speaker)."""
+        vectors = np.stack([embed(f) for f in file])
+        try:
+            count = db.enroll(name, vectors, sources=[f.filename or "upload" for f in file])
+        except (ValueError, KeyError) as err:
+            raise store_errors(err) from err
+        return {"name": name.strip(), "added": len(file), "count": count}
+
+    @app.post("/v1/verify", response_model=Verification, tags=["store"])
+    def verify(
+        name: Annotated[str, Form(description="claimed speaker")],
+        file: Annotated[UploadFile, File(description="a recording")],
+    ) -> dict:
+        """Is this recording spoken by ``name``? Score against the speaker's enrollment."""
+        probe = embed(file)
+        try:
+            score = db.verify(name, probe)
+        except (ValueError, KeyError) as err:
+            raise store_errors(err) from err
+        return {"name": name.strip(), **verdict(score)}
+
+    @app.post("/v1/identify", response_model=Identification, tags=["store"])
+    def identify(
+        file: Annotated[UploadFile, File(description="a recording")],
+        top: Annotated[int, Form(ge=1, le=100, description="candidates to return")] = 5,
+    ) -> dict:
+        """Who among the enrolled speakers is this? The best ``top`` candidates."""
+        probe = embed(file)
+        try:
+            ranked = db.identify(probe, top=top)
+        except ModelMismatchError as err:
+            raise store_errors(err) from err
+        except ValueError as err:
+            raise HTTPException(404, str(err)) from err
+        candidates = [{"name": n, **verdict(s)} for n, s in ranked]
+        return {"candidates": candidates, "best": candidates[0]}
+
+    @app.get("/v1/speakers", response_model=SpeakerList, tags=["store"])
+    def speakers() -> dict:
+        """Everyone enrolled, with their number of embeddings and model."""
+        return {
+            "model_id": embedder.model_id,
+            "speakers": [
+                {
+                    "name": s.name,
+                    "count": s.count,
+                    "model_id": s.model_id,
+                    "same_model": s.model_id == embedder.model_id,
+                }
+                for s in db.speakers()
+            ],
+        }
+
+    @app.delete(
+        "/v1/speakers/{name}",
+        response_model=Removal,
+        tags=["store"],
+        dependencies=[Depends(require_key)],
+    )
+    def remove(name: str) -> dict:
+        """Forget a speaker and its embeddings."""
+        try:
+            return {"name": name, "removed": db.remove(name)}
+        except (ValueError, KeyError) as err:
+            raise store_errors(err) from err
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    if WEB_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 2**20))
+    return app
