@@ -200,3 +200,10 @@ def test_bootstrap_speed_19900_trials() -> None:
     low, high = metrics.bootstrap_eer(scores, labels, a, b, n_boot=1000)
     assert time.perf_counter() - start < 5.0
     assert 0 < low < high < 0.5
+
+
+def test_lab_doc_worked_example() -> None:
+    """The EER example worked by hand in docs/lab.md (section 6, step 5)."""
+    value, threshold = metrics.eer([0.9, 0.8, 0.4], [0.7, 0.5, 0.3, 0.2])
+    assert value == pytest.approx(1 / 3)
+    assert threshold == pytest.approx(0.7 + (0.5 - 0.7) / 3)
