@@ -310,15 +310,22 @@ class OnnxEmbedder(Embedder):
         return np.asarray(out, dtype=np.float32)
 
 
-def find_checkpoint(folder: str | Path) -> Path:
-    """The one ``*_checkpoint.pth`` in an experiment folder; clear error for none or several."""
-    folder = Path(folder)
-    found = sorted(folder.glob("*_checkpoint.pth")) or sorted(folder.glob("*.pth"))
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or the one ``*_checkpoint.pth`` in an experiment folder.
+
+    Clear errors for a path that does not exist and for a folder with none or several.
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"experiment {path} does not exist")
+    found = sorted(path.glob("*_checkpoint.pth")) or sorted(path.glob("*.pth"))
     if not found:
-        raise FileNotFoundError(f"no *_checkpoint.pth in experiment folder {folder}")
+        raise FileNotFoundError(f"no *_checkpoint.pth in experiment folder {path}")
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
-        raise ValueError(f"several checkpoints in {folder} ({names}): pass one of them")
+        raise ValueError(f"several checkpoints in {path} ({names}): pass one of them")
     return found[0]
 
 

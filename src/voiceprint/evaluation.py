@@ -20,24 +20,10 @@ from voiceprint import metrics, plots, scoring
 from voiceprint.config import ExperimentConfig, apply_overrides
 from voiceprint.data.corpus import CorpusError, Utterance, by_speaker, read_kaldi_dir, scan_split
 from voiceprint.data.protocol import Trial, pair_trials, prepare_test, read_trials
-from voiceprint.embedder import Decision, Embedder
+from voiceprint.embedder import Decision, Embedder, find_checkpoint
 from voiceprint.training.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the one ``*_checkpoint.pth`` inside an experiment folder."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"experiment {path} does not exist")
-    found = sorted(path.glob("*_checkpoint.pth"))
-    if len(found) != 1:
-        what = "no" if not found else "several"
-        raise FileNotFoundError(f"experiment folder {path} holds {what} *_checkpoint.pth files")
-    return found[0]
 
 
 @dataclass
