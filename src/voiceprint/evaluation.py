@@ -78,6 +78,11 @@ class Backend:
     asnorm_top: int = 0
     calibration: scoring.ScoreCalibration | None = None
 
+    @property
+    def changes_scores(self) -> bool:
+        """Whether scores differ from plain cosine (calibration maps them later, apart)."""
+        return self.mean is not None or (self.cohort is not None and self.asnorm_top > 0)
+
     def score(self, by_utt: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.ndarray:
         """Cosine scores of ``pairs`` after mean subtraction and AS-norm (when set)."""
         if self.mean is not None:
@@ -211,7 +216,7 @@ def evaluate(
     labels = np.array([t for _, _, t in test.trials], dtype=bool)
     raw = Backend().score(by_utt, pairs)
     backend = build_backend(embedder, config, progress)
-    scores = backend.score(by_utt, pairs)
+    scores = backend.score(by_utt, pairs) if backend.changes_scores else raw
     target, nontarget = scores[labels], scores[~labels]
     if not len(target) or not len(nontarget):
         raise ValueError(f"trial list in {test.folder} needs both target and nontarget trials")
