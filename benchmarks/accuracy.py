@@ -66,6 +66,7 @@ from voiceprint.config import DataConfig  # noqa: E402
 from voiceprint.data.corpus import CorpusError, Utterance, find_wav_root, scan_split  # noqa: E402
 from voiceprint.data.dataset import load_waves, speaker_labels  # noqa: E402
 from voiceprint.data.protocol import prepare_test, select  # noqa: E402
+from voiceprint.training.allocator import keep_freed_memory  # noqa: E402
 
 log = logging.getLogger("accuracy")
 
@@ -485,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
+    # Every system below runs in this process with the same allocator setting as
+    # voiceprint's trainer, so none of them pays the kernel page-fault cost the others skip.
+    keep_freed_memory()
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > cores - 0.5:
         log.warning(

@@ -30,6 +30,7 @@ from voiceprint.data.protocol import Prepared
 from voiceprint.features import build_frontend
 from voiceprint.losses import build_loss
 from voiceprint.models import build_model
+from voiceprint.training.allocator import keep_freed_memory
 from voiceprint.training.checkpoint import load_checkpoint, save_checkpoint
 from voiceprint.training.distributed import (
     DistInfo,
@@ -167,6 +168,7 @@ class Trainer:
         np.random.seed(cfg.seed)
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
+        keep_freed_memory()
         batches, speakers = self._data()
         graph = TrainingGraph(cfg, len(speakers)).to(info.device)
         optimizer = _optimizer(graph, tcfg)

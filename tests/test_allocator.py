@@ -1,0 +1,26 @@
+"""The malloc tuning is applied once on glibc Linux and is a no-op elsewhere."""
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from voiceprint.training import allocator
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="mallopt is a glibc call",
+)
+def test_keep_freed_memory_applies_on_glibc_and_is_idempotent():
+    code = "from voiceprint.training.allocator import keep_freed_memory as k;print(k(), k())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
+
+
+def test_keep_freed_memory_reports_false_off_linux(monkeypatch):
+    monkeypatch.setattr(allocator, "_tuned", None)
+    monkeypatch.setattr(allocator.sys, "platform", "darwin")
+    assert allocator.keep_freed_memory() is False
+    monkeypatch.setattr(allocator, "_tuned", None)
