@@ -1,7 +1,7 @@
 """Component ablation: one recipe, one change at a time, on the same trials.
 
     python benchmarks/ablation.py [--config configs/cpu_best.yaml] [--root ../shared/data/cv-zh]
-        [--base "augment.speed_perturb=false train.epochs=12 train.finetune_epochs=0"]
+        [--base "augment.speed_perturb=false train.epochs=10 train.finetune_epochs=0"]
         [--only name,...] [--out benchmarks/results/ablation.md]
 
 Each row trains ``--config`` with the ``--base`` overrides plus the row's own overrides
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("../shared/data/cv-zh"))
     parser.add_argument(
         "--base",
-        default="augment.speed_perturb=false train.epochs=12 train.finetune_epochs=0",
+        default="augment.speed_perturb=false train.epochs=10 train.finetune_epochs=0",
         help="overrides that every row shares (default: %(default)s)",
     )
     parser.add_argument("--only", default="", help="comma-separated row names (default: all)")
