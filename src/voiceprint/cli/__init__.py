@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from voiceprint.training.allocator import keep_freed_memory
 
-    keep_freed_memory()  # training and batch embedding reuse large buffers (~1.6x on CPU)
+    keep_freed_memory()  # training and batch embedding reuse large buffers (~1.55x on CPU)
     try:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError, TypeError) as err:
