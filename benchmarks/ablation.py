@@ -90,10 +90,10 @@ def run_row(args: argparse.Namespace, name: str, overrides: list[str]) -> Path:
 
 
 def evaluate_backend(base: Path, overrides: list[str]) -> dict[str, Any]:
-    command = [sys.executable, "-m", "voiceprint", "evaluate", "--exp", str(base), "--quiet"]
-    subprocess.run(command + overrides, check=True)
-    tag = "_".join(o.split(".", 1)[1] for o in overrides)
-    return json.loads((base / "eval" / tag / "results.json").read_text("utf-8"))
+    """Re-score the base model with ``eval.*`` overrides (results in ``<base>/eval/<tag>/``)."""
+    from voiceprint.evaluation import evaluate
+
+    return evaluate(base, overrides=overrides, progress=False)
 
 
 def training_time(exp: Path) -> tuple[float, float]:

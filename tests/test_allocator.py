@@ -23,4 +23,3 @@ def test_keep_freed_memory_reports_false_off_linux(monkeypatch):
     monkeypatch.setattr(allocator, "_tuned", None)
     monkeypatch.setattr(allocator.sys, "platform", "darwin")
     assert allocator.keep_freed_memory() is False
-    monkeypatch.setattr(allocator, "_tuned", None)
