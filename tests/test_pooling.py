@@ -126,3 +126,13 @@ def test_constant_input_keeps_finite_gradient() -> None:
 def test_unknown_pooling_lists_valid_names() -> None:
     with pytest.raises(KeyError, match="gap"):
         build_pooling("no-such-pooling", 4)
+
+
+@pytest.mark.parametrize("name", POOLINGS)
+def test_pooling_stays_float32_under_bfloat16_autocast(name: str) -> None:
+    pool = _make(name, 8)
+    x = (5.0 + torch.randn(2, 8, 40)).bfloat16()  # offset: a variance prone to cancellation
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pool(x, torch.tensor([40, 23]))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, pool(x.float(), torch.tensor([40, 23])))

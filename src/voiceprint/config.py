@@ -110,6 +110,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     average_last: int = 1  # average the weights of the last N epochs into the final model
     threads: int = 0  # torch threads; 0 = leave torch's default
+    precision: str = "fp32"  # fp32 | bf16: autocast the encoder trunk to bfloat16
     log_every: int = 0  # 0 = a log line per epoch only
     finetune_epochs: int = 0  # large-margin fine-tuning on longer crops after the main run
     finetune_crop_seconds: float = 4.0

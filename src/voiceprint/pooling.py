@@ -3,11 +3,15 @@
 Every layer takes ``lengths`` (B,), the number of valid frames of each item, and ignores
 the frames after them, so a padded batch gives the same vectors as its items one by one.
 Standard deviations are population (biased) estimates, floored at ``eps`` before the
-square root so that constant inputs keep a finite gradient.
+square root so that constant inputs keep a finite gradient. Pooling always computes in
+float32, also inside a bfloat16 autocast region: a variance of 8-bit-mantissa numbers
+loses most of its digits to cancellation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 import torch
@@ -56,6 +60,17 @@ def _zero_padding(x: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+def full_precision(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run a pooling ``forward(self, x, lengths)`` in float32 with autocast switched off."""
+
+    @wraps(forward)
+    def wrapper(self: nn.Module, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return forward(self, x.float(), lengths)
+
+    return wrapper
+
+
 @register("pooling", "gap", "tap")
 class GlobalAveragePooling(nn.Module):
     """Mean over valid frames: (B, C, T) -> (B, C), e.g. (64, 1500, 86) -> (64, 1500)."""
@@ -65,6 +80,7 @@ class GlobalAveragePooling(nn.Module):
         self.channels = channels
         self.output_dim = channels
 
+    @full_precision
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         mask = length_mask(lengths, x.shape[0], x.shape[-1], x.device)
         mean, _ = masked_mean_std(
@@ -83,6 +99,7 @@ class StatisticsPooling(nn.Module):
         self.eps = eps
         self.output_dim = 2 * channels
 
+    @full_precision
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         mask = length_mask(lengths, x.shape[0], x.shape[-1], x.device)
         mean, std = masked_mean_std(
@@ -123,6 +140,7 @@ class AttentiveStatisticsPooling(nn.Module):
             nn.Conv1d(attention_channels, channels, kernel_size=1),
         )
 
+    @full_precision
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         batch, _, frames = x.shape
         mask = length_mask(lengths, batch, frames, x.device)

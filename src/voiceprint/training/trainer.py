@@ -43,6 +43,10 @@ from voiceprint.training.distributed import (
 log = logging.getLogger(__name__)
 
 
+# train.precision -> autocast dtype of the encoder (None: plain float32).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
 class TrainingGraph(nn.Module):
     """Everything with weights or randomness in one module, so DDP wraps it whole.
 
@@ -61,6 +65,12 @@ class TrainingGraph(nn.Module):
         self.spec_augment = (
             SpecAugment.from_config(aug, seed=config.seed) if aug.specaugment else nn.Identity()
         )
+        if config.train.precision not in AUTOCAST_DTYPES:
+            raise ValueError(
+                f"train.precision must be one of {sorted(AUTOCAST_DTYPES)}, "
+                f"got {config.train.precision!r}"
+            )
+        self.autocast_dtype = AUTOCAST_DTYPES[config.train.precision]
 
     def forward(
         self, waves: torch.Tensor, labels: torch.Tensor
@@ -68,7 +78,13 @@ class TrainingGraph(nn.Module):
         with torch.no_grad():
             waves = self.wave_augment(waves, labels=labels)
             feats = self.spec_augment(self.frontend(waves))
-        return self.head(self.model(feats), labels)
+        if self.autocast_dtype is None:
+            return self.head(self.model(feats), labels)
+        # The trunk's convolutions run in bfloat16; front-end and pooling keep float32
+        # themselves, and the margin loss (cosines near 1, acos) is computed in float32.
+        with torch.autocast(device_type=feats.device.type, dtype=self.autocast_dtype):
+            embeddings = self.model(feats)
+        return self.head(embeddings.float(), labels)
 
 
 def learning_rate(cfg: TrainConfig, epoch: float) -> float:
