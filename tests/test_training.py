@@ -149,3 +149,14 @@ def test_unknown_precision_is_refused() -> None:
 
     with pytest.raises(ValueError, match="train.precision"):
         TrainingGraph(load_config(None, ["train.precision=fp8"]), 3)
+
+
+def test_cpu_has_native_bf16_reads_the_flags(tmp_path: Path) -> None:
+    from voiceprint.training.trainer import cpu_has_native_bf16
+
+    with_bf16, without = tmp_path / "a", tmp_path / "b"
+    with_bf16.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_bf16\n")
+    without.write_text("processor : 0\nflags : fpu sse2 avx2\n")
+    assert cpu_has_native_bf16(with_bf16) is True
+    assert cpu_has_native_bf16(without) is False
+    assert cpu_has_native_bf16(tmp_path / "missing") is None

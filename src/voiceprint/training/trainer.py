@@ -47,6 +47,16 @@ log = logging.getLogger(__name__)
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """True when the CPU flags list AVX512-BF16 or AMX-BF16; None when unknown (no file)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = set(text.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 class TrainingGraph(nn.Module):
     """Everything with weights or randomness in one module, so DDP wraps it whole.
 
@@ -185,6 +195,11 @@ class Trainer:
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
         keep_freed_memory()
+        if tcfg.precision == "bf16" and info.device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning(
+                "train.precision=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 is "
+                "emulated there and usually slower than train.precision=fp32"
+            )
         batches, speakers = self._data()
         graph = TrainingGraph(cfg, len(speakers)).to(info.device)
         optimizer = _optimizer(graph, tcfg)
