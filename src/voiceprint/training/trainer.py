@@ -195,7 +195,8 @@ class Trainer:
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
         keep_freed_memory()
-        if tcfg.precision == "bf16" and info.device.type == "cpu" and not cpu_has_native_bf16():
+        native_bf16 = cpu_has_native_bf16() if info.device.type == "cpu" else None
+        if tcfg.precision == "bf16" and native_bf16 is False:
             log.warning(
                 "train.precision=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 is "
                 "emulated there and usually slower than train.precision=fp32"
