@@ -43,8 +43,8 @@ from voiceprint.training.distributed import (
 log = logging.getLogger(__name__)
 
 
-# train.precision -> autocast dtype of the encoder (None: plain float32).
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+# train.precision -> compute dtype of the encoder trunk (float32: no autocast).
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
@@ -88,11 +88,13 @@ class TrainingGraph(nn.Module):
         with torch.no_grad():
             waves = self.wave_augment(waves, labels=labels)
             feats = self.spec_augment(self.frontend(waves))
-        if self.autocast_dtype is None:
-            return self.head(self.model(feats), labels)
-        # The trunk's convolutions run in bfloat16; front-end and pooling keep float32
-        # themselves, and the margin loss (cosines near 1, acos) is computed in float32.
-        with torch.autocast(device_type=feats.device.type, dtype=self.autocast_dtype):
+        # With bf16 the trunk's convolutions run in bfloat16; front-end and pooling keep
+        # float32 themselves, and the margin loss (cosines near 1, acos) gets float32.
+        with torch.autocast(
+            device_type=feats.device.type,
+            dtype=self.autocast_dtype,
+            enabled=self.autocast_dtype != torch.float32,
+        ):
             embeddings = self.model(feats)
         return self.head(embeddings.float(), labels)
 
@@ -195,8 +197,8 @@ class Trainer:
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
         keep_freed_memory()
-        native_bf16 = cpu_has_native_bf16() if info.device.type == "cpu" else None
-        if tcfg.precision == "bf16" and native_bf16 is False:
+        bf16_on_cpu = tcfg.precision == "bf16" and info.device.type == "cpu"
+        if bf16_on_cpu and cpu_has_native_bf16() is False:
             log.warning(
                 "train.precision=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 is "
                 "emulated there and usually slower than train.precision=fp32"
