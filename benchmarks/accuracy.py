@@ -150,8 +150,11 @@ def _row(
         "n_nontarget": m["n_nontarget"],
         "threads": ctx.args.threads,
         "load_average_1min": round(os.getloadavg()[0], 2),  # just after the RTF run
+        "confusable_pairs": m["confusable_pairs"],
+        "min_dcf_without_top_pair": m["min_dcf_without_top_pair"],
         **details,
     }
+    _write_scores(ctx, figure_key or system, scores)
     return Row(
         system=system,
         eer=m["eer"],
@@ -316,6 +319,21 @@ def run_voiceprint(ctx: Context, config_path: Path) -> Row:
 # ----------------------------------------------------------------------------- output
 
 
+def _write_scores(ctx: Context, key: str, scores: np.ndarray) -> Path:
+    """``<work>/scores/<key>.txt``: ``enroll test score target|nontarget`` per trial."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+    path = Path(ctx.args.work) / "scores" / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "".join(
+            f"{a} {b} {s:.6f} {'target' if t else 'nontarget'}\n"
+            for (a, b, t), s in zip(ctx.trial_set.trials, scores, strict=True)
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
@@ -333,6 +351,26 @@ def markdown_table(rows: list[Row]) -> str:
             f"| {r.system} | {_pct(r.eer)} [{_pct(r.eer_ci95[0])}, {_pct(r.eer_ci95[1])}] "
             f"| {r.min_dcf:.3f} | {minutes} | {r.rtf:.4f} | {figure} |"
         )
+    return "\n".join(lines)
+
+
+def confusion_table(rows: list[Row]) -> str:
+    """Per system: the speaker pairs behind the false accepts at its minDCF threshold."""
+    lines = [
+        "| System | minDCF | false accepts: top speaker pairs (share) "
+        "| minDCF without its top pair |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        pairs = r.details.get("confusable_pairs")
+        if pairs is None:
+            continue
+        text = ", ".join(
+            f"{'–'.join(p['speakers'])} {p['false_accepts']}/{p['trials']} ({p['share']:.0%})"
+            for p in pairs
+        )
+        without = r.details.get("min_dcf_without_top_pair", r.min_dcf)
+        lines.append(f"| {r.system} | {r.min_dcf:.3f} | {text or 'none'} | {without:.3f} |")
     return "\n".join(lines)
 
 
@@ -372,6 +410,16 @@ def write_outputs(out: Path, rows: list[Row], protocol: dict[str, Any]) -> list[
         f"{protocol['threads']} ({protocol['machine']}).",
         "",
         markdown_table(table),
+        "",
+        "## What sets minDCF",
+        "",
+        "At the minDCF(0.01) threshold each false accept costs 99/n_nontarget, so a few "
+        "non-target speaker pairs can decide it. Below, for each system, the speaker pairs "
+        "with the most false accepts at its own minDCF threshold (false accepts / trials of "
+        "the pair, share of all false accepts), and the minDCF with that one pair's trials "
+        "left out: a sensitivity check, not a result.",
+        "",
+        confusion_table(table),
         "",
         "Written by `python benchmarks/accuracy.py` (see benchmarks/README.md).",
         "",

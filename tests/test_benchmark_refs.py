@@ -97,6 +97,21 @@ def test_trial_metrics_perfect_separation() -> None:
     assert out["min_dcf"] == 0.0
 
 
+def test_trial_metrics_finds_a_planted_confusable_pair() -> None:
+    ts = _trial_set(6, 4)
+    labels = ts.labels
+    spk_a, spk_b = ts.speakers()
+    scores = np.where(labels, 1.0, 0.0) + np.linspace(0.0, 0.1, labels.size)
+    planted = ((spk_a == "s1") & (spk_b == "s4")) | ((spk_a == "s4") & (spk_b == "s1"))
+    scores[np.flatnonzero(planted)[:2]] += 2.0  # two s1-s4 trials outscore every target
+    out = trial_metrics(scores, ts, n_boot=20)
+    top = out["confusable_pairs"][0]
+    assert top["speakers"] == ["s1", "s4"]
+    assert (top["false_accepts"], top["trials"], top["share"]) == (2, 16, 1.0)
+    assert out["min_dcf"] == pytest.approx(2 * 99 / int((~labels).sum()))
+    assert out["min_dcf_without_top_pair"] == 0.0
+
+
 def test_load_trial_set_reads_prepared_folder(tmp_path: Path) -> None:
     utts = _utts(3, 2)
     write_kaldi_dir(tmp_path, utts)
@@ -215,7 +230,9 @@ def test_missing_resemblyzer_says_how_to_install(monkeypatch: pytest.MonkeyPatch
 
 
 def _row(system: str, eer: float) -> accuracy.Row:
-    return accuracy.Row(system, eer, [eer - 0.01, eer + 0.01], 0.5, 1.5, 0.01, [0.1, 0.8])
+    pairs = [{"speakers": ["A", "B"], "false_accepts": 3, "trials": 4, "share": 0.75}]
+    details = {"confusable_pairs": pairs, "min_dcf_without_top_pair": 0.2}
+    return accuracy.Row(system, eer, [eer - 0.01, eer + 0.01], 0.5, 1.5, 0.01, [0.1, 0.8], details)
 
 
 def test_read_scores_follows_trial_order(tmp_path: Path) -> None:
@@ -248,6 +265,7 @@ def test_write_outputs_merges_rows_of_the_same_trials(tmp_path: Path) -> None:
     assert [s["system"] for s in saved["systems"]] == ["MFCC mean+std", "voiceprint x"]
     md = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "| MFCC mean+std | 12.00 [11.00, 13.00] | 0.500 | 1.5 | 0.0100 | 10.00 / 0.800 |" in md
+    assert "| voiceprint x | 0.500 | A–B 3/4 (75%) | 0.200 |" in md
     other = dict(protocol, trials_sha="def")
     table = accuracy.write_outputs(out, [_row("MFCC mean+std", 0.12)], other)
     assert [r.system for r in table] == ["MFCC mean+std"]

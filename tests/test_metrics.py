@@ -148,6 +148,24 @@ def test_threshold_at_far() -> None:
         metrics.threshold_at_far(non, 1.5)
 
 
+def test_confusable_pairs_counts_false_accepts_per_unordered_pair() -> None:
+    scores = [0.9, 0.8, 0.7, 0.6, 0.95, 0.2, 0.5]
+    labels = [0, 0, 0, 0, 1, 0, 0]
+    spk_a = ["B", "A", "C", "A", "A", "B", "C"]
+    spk_b = ["A", "B", "A", "C", "A", "C", "B"]
+    # At 0.6: false accepts B-A, A-B (one pair, 2), C-A, A-C (another, 2); 0.95 is a target.
+    out = metrics.confusable_pairs(scores, labels, spk_a, spk_b, threshold=0.6)
+    assert [p["speakers"] for p in out] == [["A", "B"], ["A", "C"]]  # tie: by name
+    assert [p["false_accepts"] for p in out] == [2, 2]
+    assert [p["trials"] for p in out] == [2, 2]
+    assert sum(p["share"] for p in out) == pytest.approx(1.0)
+    out = metrics.confusable_pairs(scores, labels, spk_a, spk_b, threshold=0.75, top=1)
+    assert out == [{"speakers": ["A", "B"], "false_accepts": 2, "trials": 2, "share": 1.0}]
+    assert metrics.confusable_pairs(scores, labels, spk_a, spk_b, threshold=1.0) == []
+    with pytest.raises(ValueError, match="speaker pair"):
+        metrics.confusable_pairs(scores, labels, spk_a[:3], spk_b, threshold=0.5)
+
+
 def test_summarize_keys_and_types() -> None:
     out = metrics.summarize(TAR, NON, p_target=0.25)
     assert out["eer"] == pytest.approx(0.25)

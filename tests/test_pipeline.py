@@ -112,6 +112,13 @@ def test_backend_mean_asnorm_calibration(trained: Path) -> None:
     assert results["backend"] == {"mean_subtract": True, "asnorm_top": 4, "calibrate": True}
     assert results["calibration"]["scale"] > 0
     assert results["act_dcf"] >= 0.0
+    lines = [line.split() for line in (out / "scores.txt").read_text().splitlines()]
+    false_accepts = sum(
+        lab == "nontarget" and float(s) >= results["min_dcf_threshold"] for *_, s, lab in lines
+    )
+    for pair in results["confusable_pairs"]:
+        assert 0 < pair["false_accepts"] <= pair["trials"]
+        assert pair["share"] == pytest.approx(pair["false_accepts"] / false_accepts)
     assert results["raw_cosine"]["eer"] == pytest.approx(
         json.loads((trained / "results.json").read_text())["eer"]
     )

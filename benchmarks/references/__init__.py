@@ -114,7 +114,11 @@ def trial_metrics(
 
     Returns:
         ``{"eer", "eer_ci95": [low, high], "eer_threshold", "min_dcf", "p_target",
-        "n_target", "n_nontarget"}``, rates as fractions.
+        "n_target", "n_nontarget", "confusable_pairs", "min_dcf_without_top_pair"}``, rates
+        as fractions. ``confusable_pairs`` (:func:`voiceprint.metrics.confusable_pairs`)
+        are the speaker pairs behind the false accepts at the minDCF threshold;
+        ``min_dcf_without_top_pair`` is the minDCF with the first pair's trials left out,
+        a sensitivity check (one pair of 190 can hold most of the cost), not a result.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = trial_set.labels
@@ -123,6 +127,14 @@ def trial_metrics(
     summary = metrics.summarize(scores[labels], scores[~labels], p_target=p_target)
     spk_a, spk_b = trial_set.speakers()
     low, high = metrics.bootstrap_eer(scores, labels, spk_a, spk_b, n_boot=n_boot, seed=seed)
+    pairs = metrics.confusable_pairs(
+        scores, labels, spk_a, spk_b, summary["min_dcf_threshold"], top=3
+    )
+    without = summary["min_dcf"]
+    if pairs:
+        a, b = pairs[0]["speakers"]
+        keep = ~(((spk_a == a) & (spk_b == b)) | ((spk_a == b) & (spk_b == a)))
+        without, _ = metrics.min_dcf(scores[labels & keep], scores[~labels & keep], p_target)
     return {
         "eer": summary["eer"],
         "eer_ci95": [low, high],
@@ -131,6 +143,8 @@ def trial_metrics(
         "p_target": summary["p_target"],
         "n_target": summary["n_target"],
         "n_nontarget": summary["n_nontarget"],
+        "confusable_pairs": pairs,
+        "min_dcf_without_top_pair": without,
     }
 
 

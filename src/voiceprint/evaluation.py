@@ -242,6 +242,11 @@ def evaluate(
             "raw_cosine": metrics.summarize(raw[labels], raw[~labels], config.eval.p_target),
         }
     )
+    # Which speaker pairs the false accepts at the minDCF operating point come from: with
+    # few test speakers one confusable (or mislabelled) pair can set most of the cost.
+    results["confusable_pairs"] = metrics.confusable_pairs(
+        scores, labels, spk_a, spk_b, results["min_dcf_threshold"], top=5
+    )
     if backend.calibration is not None:
         results["calibration"] = backend.calibration.to_dict()
         results["act_dcf"] = actual_dcf(
@@ -282,6 +287,13 @@ def evaluate(
         results["min_dcf"],
         out / "results.json",
     )
+    if results["confusable_pairs"]:
+        worst = results["confusable_pairs"][0]
+        log.info(
+            "at the minDCF threshold %.0f%% of the false accepts pair %s with %s",
+            100 * worst["share"],
+            *worst["speakers"],
+        )
     return results
 
 

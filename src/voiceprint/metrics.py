@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "auc",
     "bootstrap_eer",
+    "confusable_pairs",
     "det_curve",
     "eer",
     "get_eer",
@@ -255,6 +256,50 @@ def summarize(
         "n_target": int(t.size),
         "n_nontarget": int(n.size),
     }
+
+
+def confusable_pairs(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    spk_a: Sequence[str] | np.ndarray,
+    spk_b: Sequence[str] | np.ndarray,
+    threshold: float,
+    top: int = 5,
+) -> list[dict[str, object]]:
+    """The speaker pairs behind the false accepts at ``threshold``, most first.
+
+    Each non-target trial with ``score >= threshold`` is a false accept of the unordered
+    pair (spk_a, spk_b). Returns at most ``top`` dicts ``{"speakers": [a, b],
+    "false_accepts": k, "trials": n, "share": k / all false accepts}``, where ``n`` is
+    the pair's number of non-target trials. At the minDCF threshold this shows whether a
+    few confusable (or mislabelled) speaker pairs set the cost.
+    """
+    s = _as_scores(scores, "scores")
+    y = _as_labels(labels, s.size)
+    a, b = np.asarray(spk_a).astype(str), np.asarray(spk_b).astype(str)
+    if a.shape != s.shape or b.shape != s.shape:
+        raise ValueError(f"need one speaker pair per score: {a.shape}, {b.shape} vs {s.shape}")
+    non = ~y
+    pair = np.where(
+        a < b, np.char.add(np.char.add(a, "\t"), b), np.char.add(np.char.add(b, "\t"), a)
+    )
+    names, counts = np.unique(pair[non], return_counts=True)
+    accepted = non & (s >= threshold)
+    total = int(accepted.sum())
+    if total == 0:
+        return []
+    fa_names, fa_counts = np.unique(pair[accepted], return_counts=True)
+    n_trials = dict(zip(names.tolist(), counts.tolist(), strict=True))
+    order = np.lexsort((fa_names, -fa_counts))[:top]
+    return [
+        {
+            "speakers": fa_names[i].split("\t"),
+            "false_accepts": int(fa_counts[i]),
+            "trials": int(n_trials[fa_names[i]]),
+            "share": float(fa_counts[i] / total),
+        }
+        for i in order
+    ]
 
 
 # ----------------------------------------------------------------------------- bootstrap
