@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import accuracy
+from benchmarks import accuracy, pair_similarity
 from benchmarks.references import (
     TrialSet,
     embed_waves,
@@ -282,3 +282,30 @@ def test_command_line_errors(tmp_path: Path) -> None:
     assert args.only == ["mfcc", "resemblyzer"] and args.sb_minutes == 2.0
     with pytest.raises(SystemExit, match="Pass --root"):
         accuracy.resolve_root(str(tmp_path / "no-corpus"))
+
+
+def test_pair_similarity_standardises_and_ranks_speaker_pairs(tmp_path: Path) -> None:
+    ts = _trial_set(4, 3)
+    spk_a, spk_b = ts.speakers()
+    labels = ts.labels
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=labels.size) * 0.1 + 3.0 * labels
+    planted = (spk_a != spk_b) & np.isin(spk_a, ["s0", "s2"]) & np.isin(spk_b, ["s0", "s2"])
+    scores[planted] += 5.0
+    path = tmp_path / "sys.txt"
+    path.write_text(
+        "".join(
+            f"{a} {b} {x} {'target' if t else 'nontarget'}\n"
+            for (a, b, t), x in zip(ts.trials, scores, strict=True)
+        ),
+        encoding="utf-8",
+    )
+    utt2spk = {u.utt: u.speaker for u in ts.utts}
+    different, own = pair_similarity.pair_means(path, utt2spk)
+    z = (scores - scores[~labels].mean()) / scores[~labels].std()
+    assert different["s0–s2"] == pytest.approx(z[planted].mean())
+    assert max(different, key=different.get) == "s0–s2"
+    assert own["s1"] == pytest.approx(z[labels & (spk_a == "s1")].mean())
+    assert "| sys | s0–s2" in pair_similarity.table([path], utt2spk, top=2)
+    with pytest.raises(ValueError, match="not in utt2spk"):
+        pair_similarity.pair_means(path, {})
