@@ -1,4 +1,5 @@
-"""Verification metrics: ROC/DET points, EER, minDCF and a speaker-bootstrap EER interval.
+"""Verification metrics: ROC/DET points, EER, minDCF, a speaker-bootstrap EER interval and
+the speaker pairs behind the false accepts at a threshold.
 
 Pure vectorised numpy: every curve comes from one descending sort of the scores and
 cumulative sums, never a loop over thresholds.
