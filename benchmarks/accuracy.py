@@ -66,6 +66,7 @@ from voiceprint.config import DataConfig  # noqa: E402
 from voiceprint.data.corpus import CorpusError, Utterance, find_wav_root, scan_split  # noqa: E402
 from voiceprint.data.dataset import load_waves, speaker_labels  # noqa: E402
 from voiceprint.data.protocol import prepare_test, select  # noqa: E402
+from voiceprint.evaluation import write_scores  # noqa: E402
 from voiceprint.training.allocator import keep_freed_memory  # noqa: E402
 
 log = logging.getLogger("accuracy")
@@ -324,14 +325,7 @@ def _write_scores(ctx: Context, key: str, scores: np.ndarray) -> Path:
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
     path = Path(ctx.args.work) / "scores" / f"{name}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "".join(
-            f"{a} {b} {s:.6f} {'target' if t else 'nontarget'}\n"
-            for (a, b, t), s in zip(ctx.trial_set.trials, scores, strict=True)
-        ),
-        encoding="utf-8",
-    )
-    return path
+    return write_scores(path, ctx.trial_set.trials, scores)
 
 
 def _pct(x: float) -> str:

@@ -1,7 +1,7 @@
 """Which test speakers do the systems find alike? Speaker-pair similarity from trial scores.
 
     python benchmarks/pair_similarity.py [--scores exp/bench_accuracy/scores/*.txt]
-        [--utt2spk exp/bench_accuracy/data/test/utt2spk] [--top 3]
+        [--test-dir exp/bench_accuracy/data/test] [--top 3]
         [--out benchmarks/results/pair_similarity.md]
 
 Reads the per-system score files that ``benchmarks/accuracy.py`` writes
@@ -29,57 +29,48 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.accuracy import read_scores  # noqa: E402
+from benchmarks.references import TrialSet, load_trial_set  # noqa: E402
+
 DEFAULT_WORK = REPO / "exp" / "bench_accuracy"
 
 
-def read_utt2spk(path: Path) -> dict[str, str]:
-    """Kaldi ``utt2spk``: utterance id -> speaker id."""
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            utt, spk = line.split()[:2]
-            out[utt] = spk
-    return out
-
-
-def pair_means(path: Path, utt2spk: dict[str, str]) -> tuple[dict[str, float], dict[str, float]]:
+def pair_means(
+    scores: np.ndarray, spk_a: np.ndarray, spk_b: np.ndarray
+) -> tuple[dict[str, float], dict[str, float]]:
     """Mean non-target-standardised score per speaker pair: (different pairs, own speakers).
 
-    Different-speaker pairs are keyed ``"A–B"`` (sorted), own-speaker means by ``"A"``.
+    ``scores``, ``spk_a``, ``spk_b``: (n_trials,) each. Different-speaker pairs are keyed
+    ``"A–B"`` (sorted), own-speaker means by ``"A"``.
     """
-    pairs: list[tuple[str, str]] = []
-    scores: list[float] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if len(fields) != 4:
-            raise ValueError(f"{path}: expected 'enroll test score label', got {line!r}")
-        a, b, score, _ = fields
-        if a not in utt2spk or b not in utt2spk:
-            raise ValueError(f"{path}: {a} or {b} is not in utt2spk")
-        pairs.append(tuple(sorted((utt2spk[a], utt2spk[b]))))  # type: ignore[arg-type]
-        scores.append(float(score))
-    s = np.asarray(scores)
-    same = np.array([x == y for x, y in pairs])
+    same = spk_a == spk_b
     if same.all() or not same.any():
-        raise ValueError(f"{path}: needs both same- and different-speaker trials")
-    z = (s - s[~same].mean()) / s[~same].std()
-    sums: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for pair, value in zip(pairs, z, strict=True):
-        sums[pair].append(float(value))
-    different = {f"{x}–{y}": float(np.mean(v)) for (x, y), v in sums.items() if x != y}
-    own = {x: float(np.mean(v)) for (x, y), v in sums.items() if x == y}
+        raise ValueError("needs both same- and different-speaker trials")
+    z = (scores - scores[~same].mean()) / scores[~same].std()
+    values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for a, b, value in zip(spk_a.tolist(), spk_b.tolist(), z.tolist(), strict=True):
+        values[(min(a, b), max(a, b))].append(value)
+    different = {f"{a}–{b}": float(np.mean(v)) for (a, b), v in values.items() if a != b}
+    own = {a: float(np.mean(v)) for (a, b), v in values.items() if a == b}
     return different, own
 
 
-def table(files: list[Path], utt2spk: dict[str, str], top: int) -> str:
-    """Markdown: per system the most similar different-speaker pairs beside own-speaker z."""
+def table(files: list[Path], trial_set: TrialSet, top: int) -> str:
+    """Markdown: per system the most similar different-speaker pairs beside own-speaker z.
+
+    Each file is a ``scores.txt`` holding a score for every trial of ``trial_set``.
+    """
+    spk_a, spk_b = trial_set.speakers()
     lines = [
         "| System | most similar different-speaker pairs (mean z) | those speakers' own "
         "mean z | own mean z: lowest / median of all speakers |",
         "| --- | --- | --- | --- |",
     ]
     for path in files:
-        different, own = pair_means(path, utt2spk)
+        different, own = pair_means(read_scores(path, trial_set), spk_a, spk_b)
         best = sorted(different.items(), key=lambda kv: -kv[1])[:top]
         first = best[0][0].split("–")
         lines.append(
@@ -93,7 +84,12 @@ def table(files: list[Path], utt2spk: dict[str, str], top: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scores", type=Path, nargs="*", help="score files (default: all)")
-    parser.add_argument("--utt2spk", type=Path, default=DEFAULT_WORK / "data/test/utt2spk")
+    parser.add_argument(
+        "--test-dir",
+        type=Path,
+        default=DEFAULT_WORK / "data" / "test",
+        help="prepared test folder (wav.scp, utt2spk, trials_pairs) the scores belong to",
+    )
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
@@ -105,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if not args.utt2spk.is_file():
-        print(f"pair_similarity: {args.utt2spk} does not exist", file=sys.stderr)
+    try:
+        trial_set = load_trial_set(args.test_dir, "pairs")
+    except (OSError, ValueError) as err:
+        print(f"pair_similarity: {err}", file=sys.stderr)
         return 2
-    text = table(files, read_utt2spk(args.utt2spk), args.top)
+    text = table(files, trial_set, args.top)
     print(text)
     if args.out:
         args.out.write_text(

@@ -300,12 +300,12 @@ def test_pair_similarity_standardises_and_ranks_speaker_pairs(tmp_path: Path) ->
         ),
         encoding="utf-8",
     )
-    utt2spk = {u.utt: u.speaker for u in ts.utts}
-    different, own = pair_similarity.pair_means(path, utt2spk)
+    different, own = pair_similarity.pair_means(scores, spk_a, spk_b)
     z = (scores - scores[~labels].mean()) / scores[~labels].std()
     assert different["s0–s2"] == pytest.approx(z[planted].mean())
     assert max(different, key=different.get) == "s0–s2"
     assert own["s1"] == pytest.approx(z[labels & (spk_a == "s1")].mean())
-    assert "| sys | s0–s2" in pair_similarity.table([path], utt2spk, top=2)
-    with pytest.raises(ValueError, match="not in utt2spk"):
-        pair_similarity.pair_means(path, {})
+    assert "| sys | s0–s2" in pair_similarity.table([path], ts, top=2)
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="lacks"):
+        pair_similarity.table([path], ts, top=2)

@@ -170,6 +170,18 @@ def trial_speakers(test: TestSet, trials: list[Trial]) -> tuple[np.ndarray, np.n
     )
 
 
+def write_scores(path: Path, trials: list[Trial], scores: np.ndarray) -> Path:
+    """A ``scores.txt``: one ``enroll test score target|nontarget`` line per trial."""
+    path.write_text(
+        "".join(
+            f"{a} {b} {s:.6f} {'target' if t else 'nontarget'}\n"
+            for (a, b, t), s in zip(trials, scores, strict=True)
+        ),
+        "utf-8",
+    )
+    return path
+
+
 def evaluate(
     experiment: str | Path,
     *,
@@ -253,13 +265,7 @@ def evaluate(
             backend.calibration.llr(scores), labels, config.eval.p_target
         )
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    (out / "scores.txt").write_text(
-        "".join(
-            f"{a} {b} {s:.6f} {'target' if t else 'nontarget'}\n"
-            for (a, b, t), s in zip(test.trials, scores, strict=True)
-        ),
-        "utf-8",
-    )
+    write_scores(out / "scores.txt", test.trials, scores)
     fpr, tpr, _ = metrics.roc(scores, labels)
     plots.plot_roc(
         fpr, tpr, results["eer"], out / "roc.png", title=f"ROC — {config.name} ({kind} trials)"

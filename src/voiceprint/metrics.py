@@ -284,11 +284,11 @@ def confusable_pairs(
     pair = np.where(
         a < b, np.char.add(np.char.add(a, "\t"), b), np.char.add(np.char.add(b, "\t"), a)
     )
-    names, counts = np.unique(pair[non], return_counts=True)
     accepted = non & (s >= threshold)
     total = int(accepted.sum())
     if total == 0:
         return []
+    names, counts = np.unique(pair[non], return_counts=True)
     fa_names, fa_counts = np.unique(pair[accepted], return_counts=True)
     n_trials = dict(zip(names.tolist(), counts.tolist(), strict=True))
     order = np.lexsort((fa_names, -fa_counts))[:top]
