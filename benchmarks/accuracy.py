@@ -62,12 +62,12 @@ from benchmarks.references import (  # noqa: E402
     trial_metrics,
 )
 from voiceprint import audio  # noqa: E402
+from voiceprint.allocator import keep_freed_memory  # noqa: E402
 from voiceprint.config import DataConfig  # noqa: E402
 from voiceprint.data.corpus import CorpusError, Utterance, find_wav_root, scan_split  # noqa: E402
 from voiceprint.data.dataset import load_waves, speaker_labels  # noqa: E402
 from voiceprint.data.protocol import prepare_test, select  # noqa: E402
 from voiceprint.evaluation import write_scores  # noqa: E402
-from voiceprint.training.allocator import keep_freed_memory  # noqa: E402
 
 log = logging.getLogger("accuracy")
 
@@ -264,11 +264,11 @@ def read_scores(path: Path, trial_set: TrialSet) -> np.ndarray:
 
 def run_voiceprint(ctx: Context, config_path: Path) -> Row:
     """Train (unless a finished checkpoint exists) and evaluate one voiceprint recipe."""
+    from voiceprint.artifact import load_checkpoint
     from voiceprint.config import load_config
     from voiceprint.data.protocol import prepare
     from voiceprint.embedder import Embedder
     from voiceprint.evaluation import evaluate
-    from voiceprint.training.checkpoint import load_checkpoint
     from voiceprint.training.trainer import train
 
     config = load_config(config_path, [f"data.root={ctx.root}"])

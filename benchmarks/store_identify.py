@@ -50,7 +50,7 @@ def main() -> None:
             start = time.perf_counter()
             best = db.identify(probe, top=5)
             warm.append(time.perf_counter() - start)
-            correct += best[0][0] == names[target]
+            correct += best[0].name == names[target]
         warm_s = statistics.median(warm)
 
     pairs = list(zip(names, emb, strict=True))

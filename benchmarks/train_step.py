@@ -36,8 +36,8 @@ def measure(
     """Run ``steps`` training steps in this process; mean seconds per step."""
     import torch
 
+    from voiceprint.allocator import keep_freed_memory
     from voiceprint.config import load_config
-    from voiceprint.training.allocator import keep_freed_memory
     from voiceprint.training.trainer import TrainingGraph
 
     tuned, precision = VARIANTS[variant]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from voiceprint.training import allocator
+from voiceprint import allocator
 
 
 @pytest.mark.skipif(
@@ -14,7 +14,7 @@ from voiceprint.training import allocator
     reason="mallopt is a glibc call",
 )
 def test_keep_freed_memory_applies_on_glibc_and_is_idempotent():
-    code = "from voiceprint.training.allocator import keep_freed_memory as k;print(k(), k())"
+    code = "from voiceprint.allocator import keep_freed_memory as k;print(k(), k())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
 

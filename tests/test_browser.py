@@ -28,14 +28,15 @@ import numpy as np
 import pytest
 import torch
 
+from voiceprint.artifact import save_checkpoint
 from voiceprint.audio import save
 from voiceprint.config import ExperimentConfig
-from voiceprint.embedder import Decision, Embedder, SpeakerEncoder
+from voiceprint.embedder import Embedder, SpeakerEncoder
 from voiceprint.features import build_frontend
 from voiceprint.losses import AMSoftmax
 from voiceprint.models import build_model
+from voiceprint.scoring import Decision
 from voiceprint.synth import make_voice, synthesize_utterance
-from voiceprint.training.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.browser
 

@@ -11,7 +11,8 @@ import pytest
 
 from voiceprint.audio import save
 from voiceprint.cli import main, use
-from voiceprint.embedder import Decision, Embedder, OnnxEmbedder
+from voiceprint.embedder import Embedder, OnnxEmbedder
+from voiceprint.scoring import Decision
 from voiceprint.store import SpeakerDB
 from voiceprint.synth import make_voice, synthesize_utterance
 
@@ -70,7 +71,7 @@ def test_enroll_verify_identify_compare_speakers(run, files, model, tmp_path) ->
     # The printed score is the store's score; the stored EER threshold decides.
     embedder = Embedder.from_checkpoint(model)
     with SpeakerDB(tmp_path / "speakers.db", embedder.model_id) as db:
-        expected = db.verify("alice", embedder.embed_file(files["b1"]))
+        expected = db.verify("alice", embedder.embed_file(files["b1"])).score
     code, out, _ = run("verify", "alice", str(files["b1"]))
     assert out.startswith("alice  score ")
     assert _score(out) == pytest.approx(expected, abs=1e-3)
@@ -86,10 +87,11 @@ def test_enroll_verify_identify_compare_speakers(run, files, model, tmp_path) ->
 
     code, out, _ = run("identify", str(files["b1"]), "--top", "2", "--threshold", "0.99")
     lines = out.splitlines()
-    assert code == 0 and len(lines) == 2
+    assert code == 0 and len(lines) == 3
     assert lines[0].split()[:2] == ["1", "bob"] and lines[0].endswith("ACCEPT")
     assert _score(lines[0]) == pytest.approx(1.0, abs=1e-3)
     assert lines[1].split()[:2] == ["2", "alice"] and lines[1].endswith("REJECT")
+    assert lines[2] == "identified: bob (among 2 enrolled speaker(s))"
 
     code, out, _ = run("compare", str(files["a1"]), str(files["a1"]))
     assert code == 0 and "score 1.000  threshold 0.500  ACCEPT" in out

@@ -13,12 +13,13 @@ import onnx
 import pytest
 import torch
 
+from voiceprint.artifact import save_checkpoint
 from voiceprint.config import ExperimentConfig
-from voiceprint.embedder import Decision, Embedder, OnnxEmbedder, SpeakerEncoder, load_embedder
+from voiceprint.embedder import Embedder, OnnxEmbedder, SpeakerEncoder, load_embedder
 from voiceprint.features import build_frontend
 from voiceprint.models import build_model
 from voiceprint.onnx_export import export_onnx
-from voiceprint.training.checkpoint import save_checkpoint
+from voiceprint.scoring import Decision
 
 
 def tiny_config() -> ExperimentConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from voiceprint.cli import main
@@ -29,10 +30,21 @@ def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
             f"exp_dir={exp}",
             "train.epochs=8",
             *TINY,
+            *BACKEND,
         ]
     )
     assert code == 0
     return exp / "xvector_gap_softmax"
+
+
+# The shipped recipe's back-end on the tiny run: 2 of the 8 training speakers held out for
+# calibration, mean subtraction and AS-norm over the other 6.
+BACKEND = [
+    "data.heldout_share=0.25",
+    "eval.mean_subtract=true",
+    "eval.asnorm_top=3",
+    "eval.calibrate=true",
+]
 
 
 def test_run_writes_every_output(trained: Path) -> None:
@@ -57,11 +69,26 @@ def test_run_writes_every_output(trained: Path) -> None:
     assert 0.0 <= results["min_dcf"] <= 1.0
 
 
-def test_threshold_is_stored_with_the_model(trained: Path) -> None:
+def test_the_model_carries_its_scorer_and_evaluation(trained: Path) -> None:
+    """Back-end from the 6 training speakers, calibration from the 2 held out, the dev
+    figures it was measured at; the held-out speakers were never trained on."""
     embedder = Embedder.from_checkpoint(trained / "xvector_gap_softmax_checkpoint.pth")
     results = json.loads((trained / "results.json").read_text())
-    assert embedder.decision is not None
-    assert embedder.decision.threshold == pytest.approx(results["eer_threshold"])
+    backend = embedder.scorer.backend
+    assert backend.mean is not None and backend.cohort.shape[0] == 6
+    assert embedder.scorer.calibrated and embedder.decision.rule == "bayes"
+    heldout = set((trained / "data" / "calibration" / "utt2spk").read_text().split()[1::2])
+    trained_on = set((trained / "data" / "train" / "utt2spk").read_text().split()[1::2])
+    assert len(heldout) == 2 and not heldout & trained_on
+    assert backend.provenance["speakers"] == 2
+    assert embedder.evaluation["eer"] == results["eer"]
+    assert results["backend"] == {
+        "mean_subtract": True,
+        "asnorm_top": 3,
+        "cohort": 6,
+        "calibrated": True,
+    }
+    assert results["act_dcf"] >= 0.0 and "act_dcf_ci95" in results
 
 
 def test_evaluate_enroll_trials_elsewhere(
@@ -102,16 +129,20 @@ def test_errors_are_one_clear_line(
     assert message in capsys.readouterr().err
 
 
-def test_backend_mean_asnorm_calibration(trained: Path) -> None:
+def test_backend_overrides_refit_the_back_end(trained: Path) -> None:
     from voiceprint.evaluation import evaluate
 
-    overrides = ["eval.mean_subtract=true", "eval.asnorm_top=4", "eval.calibrate=true"]
+    overrides = ["eval.mean_subtract=false", "eval.asnorm_top=4", "eval.calibrate=false"]
     results = evaluate(trained, overrides=overrides, progress=False)
-    out = trained / "eval" / "mean_subtract=true_asnorm_top=4_calibrate=true"
+    out = trained / "eval" / "mean_subtract=false_asnorm_top=4_calibrate=false"
     assert json.loads((out / "results.json").read_text())["eer"] == results["eer"]
-    assert results["backend"] == {"mean_subtract": True, "asnorm_top": 4, "calibrate": True}
-    assert results["calibration"]["scale"] > 0
-    assert results["act_dcf"] >= 0.0
+    assert results["backend"] == {
+        "mean_subtract": False,
+        "asnorm_top": 4,
+        "cohort": 6,
+        "calibrated": False,
+    }
+    assert "act_dcf" not in results
     lines = [line.split() for line in (out / "scores.txt").read_text().splitlines()]
     false_accepts = sum(
         lab == "nontarget" and float(s) >= results["min_dcf_threshold"] for *_, s, lab in lines
@@ -120,7 +151,7 @@ def test_backend_mean_asnorm_calibration(trained: Path) -> None:
         assert 0 < pair["false_accepts"] <= pair["trials"]
         assert pair["share"] == pytest.approx(pair["false_accepts"] / false_accepts)
     assert results["raw_cosine"]["eer"] == pytest.approx(
-        json.loads((trained / "results.json").read_text())["eer"]
+        json.loads((trained / "results.json").read_text())["raw_cosine"]["eer"]
     )
     with pytest.raises(ValueError, match="eval.\\* overrides only"):
         evaluate(trained, overrides=["train.epochs=3"], progress=False)
@@ -131,3 +162,53 @@ def test_cli_evaluate_overrides_go_to_their_own_folder(trained: Path) -> None:
     assert main(["evaluate", "--exp", str(trained), "--quiet", "eval.bootstrap=20"]) == 0
     assert (trained / "eval" / "bootstrap=20" / "results.json").is_file()
     assert (trained / "results.json").read_text() == before
+
+
+def test_deployed_path_scores_as_evaluated(trained: Path, tmp_path: Path) -> None:
+    """The acceptance of "what ships is what was measured": the exported ONNX model scored
+    by ``voiceprint evaluate --model`` and through ``SpeakerDB.verify`` with one-clip
+    enrollment give the same scores, and its metadata's EER is reproduced."""
+    from voiceprint.data.corpus import read_kaldi_dir
+    from voiceprint.embedder import OnnxEmbedder
+    from voiceprint.store import SpeakerDB
+
+    onnx_path = tmp_path / "model.onnx"
+    checkpoint = trained / "xvector_gap_softmax_checkpoint.pth"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(onnx_path)]) == 0
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--model", str(onnx_path), "--data", str(trained / "data" / "test")]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    model = OnnxEmbedder(onnx_path)
+    results = json.loads((out / "results.json").read_text())
+    assert results["eer"] == pytest.approx(model.evaluation["eer"], abs=2e-3)
+    assert results["min_dcf"] == pytest.approx(model.evaluation["min_dcf"], abs=2e-2)
+
+    utts = {u.utt: u for u in read_kaldi_dir(trained / "data" / "test")}
+    emb = dict(zip(utts, model.embed_files([u.path for u in utts.values()]), strict=True))
+    with SpeakerDB(":memory:", model.model_id, model.scorer) as db:
+        for utt, vector in emb.items():
+            db.enroll(utt, vector)  # one clip per "speaker"
+        lines = (out / "scores.txt").read_text().splitlines()
+        for line in lines[:: max(1, len(lines) // 200)]:
+            enroll, test, score, _ = line.split()
+            match = db.verify(enroll, emb[test])
+            assert match.score == pytest.approx(float(score), abs=1e-5)
+            assert match.llr == pytest.approx(float(model.scorer.llr(np.array([match.score]))[0]))
+
+
+def test_open_set_identify_rejects_an_unenrolled_voice(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Enroll three test speakers; a fourth, never enrolled, comes out as "unknown"."""
+    from voiceprint.data.corpus import by_speaker, read_kaldi_dir
+
+    groups = by_speaker(read_kaldi_dir(trained / "data" / "test"))
+    speakers = sorted(groups)
+    common = ["--model", str(trained), "--db", str(tmp_path / "s.db")]
+    for spk in speakers[:3]:
+        clips = [str(u.path) for u in groups[spk][:3]]
+        assert main(["enroll", spk, *clips, *common]) == 0
+    capsys.readouterr()
+    for probe in groups[speakers[3]][:3]:
+        assert main(["identify", str(probe.path), *common]) == 1
+        assert "identified: unknown (among 3 enrolled speaker(s))" in capsys.readouterr().out

@@ -25,10 +25,12 @@ def _make(name: str, channels: int) -> torch.nn.Module:
 
 
 def test_gap_lab_shape() -> None:
+    """The lab builds it without arguments: GlobalAveragePooling()."""
     x = torch.randn(64, 1500, 86)
-    out = GlobalAveragePooling(1500)(x)
+    out = GlobalAveragePooling()(x)
     assert out.shape == (64, 1500)
     torch.testing.assert_close(out, x.mean(dim=-1))
+    assert GlobalAveragePooling(1500).output_dim == 1500
 
 
 def test_stats_matches_torch_reference() -> None:

@@ -119,3 +119,126 @@ def test_calibration_threshold_for_far() -> None:
     assert np.mean(cal.llr(non) >= thr - 1e-6) > 0.01  # the smallest such threshold
     raw = metrics.threshold_at_far(non, 0.01)
     assert thr == pytest.approx(cal.llr(np.array([raw]))[0])
+
+
+# ------------------------------------------------------------- the scorer (a model's back-end)
+
+
+def _backend(rng: np.random.Generator, dim: int = 6, cohort: int = 9, top: int = 4):
+    mean = rng.normal(size=dim).astype(np.float32)
+    c = rng.normal(size=(cohort, dim))
+    c = (c / np.linalg.norm(c, axis=1, keepdims=True)).astype(np.float32)
+    calibration = scoring.ScoreCalibration(scale=3.0, offset=-1.0)
+    return scoring.Backend(mean=mean, cohort=c, asnorm_top=top, calibration=calibration)
+
+
+def test_scorer_matches_the_back_end_computed_by_hand() -> None:
+    """mean subtraction -> cosine -> AS-norm (against asnorm()) -> 3 s - 1."""
+    rng = np.random.default_rng(4)
+    backend = _backend(rng)
+    scorer = scoring.Scorer(backend)
+    enroll, probe = rng.normal(size=(5, 6)), rng.normal(size=(7, 6))
+    got = scorer.score(scorer.units(enroll), scorer.units(probe))
+    e, p = enroll - backend.mean, probe - backend.mean
+    raw = scoring.cosine_scores(e, p)
+    ii, jj = np.meshgrid(np.arange(5), np.arange(7), indexing="ij")
+    expected = scoring.asnorm(
+        raw.ravel(), e[ii.ravel()], p[jj.ravel()], backend.cohort, backend.asnorm_top
+    ).reshape(5, 7)
+    # asnorm() renormalises the stored float32 cohort rows in float64: 1e-7-level changes.
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(scorer.llr(got), 3.0 * got - 1.0, atol=1e-12)
+    # A speaker model is the normalised mean of its clips' units.
+    model = scorer.speaker_model(enroll[:3])
+    units = scorer.units(enroll[:3])
+    np.testing.assert_allclose(model, units.mean(0) / np.linalg.norm(units.mean(0)))
+    # Without a back-end: plain cosine, and the LLR is the score.
+    plain = scoring.Scorer()
+    np.testing.assert_allclose(
+        plain.score(plain.units(enroll), plain.units(probe)),
+        scoring.cosine_scores(enroll, probe),
+        atol=1e-12,
+    )
+    np.testing.assert_array_equal(plain.llr(raw), raw)
+
+
+def test_score_trials_chunked_equals_the_score_matrix() -> None:
+    rng = np.random.default_rng(5)
+    scorer = scoring.Scorer(_backend(rng))
+    emb = rng.normal(size=(12, 6))
+    units = dict(zip([f"u{i}" for i in range(12)], scorer.units(emb), strict=True))
+    trials = [(f"u{a}", f"u{b}") for a in range(12) for b in range(a + 1, 12)]
+    got = scorer.score_trials(units, trials, chunk=7)  # several chunks
+    matrix = scorer.score(scorer.units(emb), scorer.units(emb))
+    expected = [matrix[int(a[1:]), int(b[1:])] for a, b in trials]
+    np.testing.assert_allclose(got, expected, atol=1e-10)
+    with pytest.raises(KeyError, match="no embedding"):
+        scorer.score_trials(units, [("u1", "zz")])
+
+
+def test_backend_round_trip_and_damaged_values() -> None:
+    rng = np.random.default_rng(6)
+    backend = _backend(rng)
+    backend.decision = scoring.Decision.from_scores(
+        4.6, rng.normal(size=2000), rule="bayes", p_target=0.01
+    )
+    backend.provenance = {"speakers": 3}
+    text = json.dumps(backend.to_dict())
+    again = scoring.Backend.from_dict(json.loads(text))
+    np.testing.assert_array_equal(again.mean, backend.mean)
+    np.testing.assert_array_equal(again.cohort, backend.cohort)
+    assert again.asnorm_top == 4 and again.identity() == backend.identity()
+    assert again.calibration.to_dict() == backend.calibration.to_dict()
+    assert again.decision == backend.decision and again.provenance == {"speakers": 3}
+    assert scoring.Backend.from_dict(None).identity() == scoring.Backend().identity()
+    values = backend.to_dict()
+    values["mean"]["shape"] = [7]  # 6 floats stored
+    with pytest.raises(ValueError, match="do not hold shape"):
+        scoring.Backend.from_dict(values)
+    values = backend.to_dict()
+    values["cohort"] = scoring.encode_array(np.full((2, 6), np.nan))
+    with pytest.raises(ValueError, match="non-finite"):
+        scoring.Backend.from_dict(values)
+    with pytest.raises(ValueError, match="asnorm_top"):
+        scoring.Backend(cohort=backend.cohort, asnorm_top=50)
+
+
+def test_open_set_threshold_grows_with_the_gallery() -> None:
+    bayes = scoring.Decision(0.0, "bayes", p_target=0.5).at_prior(0.01)
+    assert bayes.threshold == pytest.approx(np.log(99))
+    assert bayes.for_gallery(1).threshold == pytest.approx(np.log(99))
+    assert bayes.for_gallery(1000).threshold == pytest.approx(np.log(99) + np.log(1000))
+    nontarget = np.linspace(-5, 5, 100_001)
+    at_far = scoring.Decision.from_scores(0.0, nontarget).at_far(0.01)
+    gallery = at_far.for_gallery(10)
+    per_comparison = 1 - 0.99 ** (1 / 10)  # an unenrolled voice passes none of 10 w.p. 0.99
+    assert gallery.threshold == pytest.approx(
+        scoring.Decision.from_scores(0.0, nontarget).at_far(per_comparison).threshold, abs=1e-3
+    )
+    with pytest.raises(ValueError, match="per comparison"):
+        at_far.for_gallery(10**9)
+    manual = scoring.Decision(0.3, "manual")
+    assert manual.for_gallery(100) is manual
+    with pytest.raises(ValueError, match="at least one"):
+        bayes.for_gallery(0)
+
+
+def test_act_dcf_and_its_interval() -> None:
+    # Hand-computed: threshold logit -> 4.595; 1 of 4 targets missed, 1 of 5 non-targets accepted
+    tar = np.array([10.0, 6.0, 5.0, 1.0])
+    non = np.array([-3.0, -1.0, 0.0, 2.0, 4.6])
+    expected = (0.01 * 0.25 + 0.99 * 0.2) / 0.01
+    assert metrics.act_dcf(tar, non, 0.01) == pytest.approx(expected)
+    rng = np.random.default_rng(1)
+    spk = np.repeat(np.arange(10), 6)
+    emb = rng.normal(size=(10, 4))[spk] + 0.4 * rng.normal(size=(60, 4))
+    a, b = np.triu_indices(60, 1)
+    s = scoring.verification(emb[a], emb[b])
+    labels = spk[a] == spk[b]
+    llr = 8 * s - 4
+    ci = metrics.bootstrap_dcf(s, labels, spk[a], spk[b], 0.01, llr=llr, n_boot=100)
+    point = metrics.min_dcf(s[labels], s[~labels])[0]
+    act = metrics.act_dcf(llr[labels], llr[~labels], 0.01)
+    assert ci["min_dcf"][0] <= point + 0.05 and ci["min_dcf"][1] >= point - 0.05
+    assert 0 <= ci["act_dcf"][0] <= ci["act_dcf"][1]
+    assert ci["act_dcf"][0] <= act + 0.05 and ci["act_dcf"][1] >= act - 0.05

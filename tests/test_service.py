@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from voiceprint.embedder import Decision, Embedder
+from voiceprint.embedder import Embedder
+from voiceprint.scoring import Decision
 from voiceprint.service import create_app
 from voiceprint.store import SpeakerDB
 
@@ -102,7 +103,7 @@ def test_enroll_verify_identify_speakers_delete(
     # The score is the store's cosine against alice's mean enrollment embedding.
     (tmp_path / "p.wav").write_bytes(wav_bytes(3))
     with SpeakerDB(client.app.state.db.path, embedder.model_id) as db:
-        expected = db.verify("alice", embedder.embed_file(tmp_path / "p.wav"))
+        expected = db.verify("alice", embedder.embed_file(tmp_path / "p.wav")).score
     assert body["name"] == "alice"
     assert body["score"] == pytest.approx(expected, abs=1e-5)
     assert body["decision"] == ("ACCEPT" if expected >= 0.9 else "REJECT")
@@ -112,6 +113,8 @@ def test_enroll_verify_identify_speakers_delete(
     assert ident["best"]["score"] == pytest.approx(1.0, abs=1e-5)
     assert len(ident["candidates"]) == 2
     assert ident["candidates"][0]["score"] >= ident["candidates"][1]["score"]
+    # Open set among 2 speakers: an uncalibrated model's threshold is used as it is.
+    assert ident["gallery_size"] == 2 and ident["identified"] == "bob"
 
     listed = client.get("/v1/speakers").json()["speakers"]
     assert [(s["name"], s["count"], s["same_model"]) for s in listed] == [

@@ -33,9 +33,9 @@ def test_verify_is_cosine_to_mean_of_normalised_embeddings(db):
     assert db.enroll("alice", enroll[2]) == 3  # appends
     mean = _unit(enroll.astype(np.float64)).mean(axis=0)
     expected = float(mean @ probe / (np.linalg.norm(mean) * np.linalg.norm(probe)))
-    assert db.verify("alice", probe) == pytest.approx(expected, abs=1e-6)
+    assert db.verify("alice", probe).score == pytest.approx(expected, abs=1e-6)
     # Scaling the probe or an enrollment row does not change the score.
-    assert db.verify("alice", probe * 7) == pytest.approx(expected, abs=1e-6)
+    assert db.verify("alice", probe * 7).score == pytest.approx(expected, abs=1e-6)
     np.testing.assert_array_equal(db.embeddings("alice"), enroll)
 
 
@@ -49,11 +49,12 @@ def test_identify_matches_reference_and_orders_scores(db):
     means = {n: _unit(emb[[i for i, o in enumerate(owners) if o == n]]).mean(0) for n in names}
     want = brute_force_identify(means.items(), probe, top=5)
     got = db.identify(probe, top=5)
-    assert [n for n, _ in got] == [n for n, _ in want]
-    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+    assert [m.name for m in got] == [n for n, _ in want]
+    np.testing.assert_allclose([m.score for m in got], [s for _, s in want], atol=1e-5)
+    assert all(m.llr == m.score for m in got)  # no calibration: the LLR is the score
     assert len(db.identify(probe, top=100)) == 20
     # A noisy copy of a speaker's mean finds that speaker first.
-    assert db.identify(means["spk07"] + 0.01 * rng.normal(size=D), top=1)[0][0] == "spk07"
+    assert db.identify(means["spk07"] + 0.01 * rng.normal(size=D), top=1)[0].name == "spk07"
 
 
 def test_speakers_remove_and_unknown(db):
@@ -67,7 +68,7 @@ def test_speakers_remove_and_unknown(db):
     assert "bob" in db and len(db) == 2
     assert db.remove("bob") == 2
     assert "bob" not in db
-    assert [n for n, _ in db.identify(rng.normal(size=D), top=3)] == ["carol"]
+    assert [m.name for m in db.identify(rng.normal(size=D), top=3)] == ["carol"]
     with pytest.raises(UnknownSpeakerError, match="'bob' is not enrolled"):
         db.verify("bob", rng.normal(size=D))
     with pytest.raises(UnknownSpeakerError):
@@ -107,7 +108,7 @@ def test_other_models_embeddings_are_refused(tmp_path):
         with pytest.raises(ModelMismatchError):
             b.embeddings("alice")
         b.enroll("bob", rng.normal(size=(1, D)))  # its own speakers are fine
-        assert [n for n, _ in b.identify(rng.normal(size=D), top=5)] == ["bob"]
+        assert [m.name for m in b.identify(rng.normal(size=D), top=5)] == ["bob"]
 
 
 def test_persistence_wal_and_changes_from_another_connection(tmp_path):
@@ -117,11 +118,12 @@ def test_persistence_wal_and_changes_from_another_connection(tmp_path):
     second = SpeakerDB(path, "m")
     assert first._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     first.enroll("alice", rng.normal(size=(1, D)))
-    assert [n for n, _ in second.identify(rng.normal(size=D))] == ["alice"]  # builds cache
+    assert [m.name for m in second.identify(rng.normal(size=D))] == ["alice"]  # builds cache
     second_probe = rng.normal(size=D)
     first.enroll("bob", second_probe[None])
     # ``second`` sees the other connection's commit: its cache is rebuilt.
-    assert second.identify(second_probe, top=1)[0] == ("bob", pytest.approx(1.0, abs=1e-6))
+    best = second.identify(second_probe, top=1)[0]
+    assert (best.name, best.score) == ("bob", pytest.approx(1.0, abs=1e-6))
     first.close()
     second.close()
     with SpeakerDB(path, "m") as again:
@@ -139,5 +141,5 @@ def test_identify_among_100k_speakers(tmp_path):
         for target in (0, 31_337, count - 1):
             probe = emb[target] + 0.3 * rng.standard_normal(dim, dtype=np.float32)
             best = db.identify(probe, top=3)
-            assert best[0][0] == names[target]
-            assert best[0][1] > best[1][1] >= best[2][1]
+            assert best[0].name == names[target]
+            assert best[0].score > best[1].score >= best[2].score

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from voiceprint.artifact import load_checkpoint
 from voiceprint.config import ExperimentConfig, TrainConfig, load_config
 from voiceprint.data.protocol import prepare
-from voiceprint.training.checkpoint import load_checkpoint
 from voiceprint.training.trainer import average_states, learning_rate, margin_at, train
 
 TINY = [

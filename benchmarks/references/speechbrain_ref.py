@@ -39,8 +39,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from voiceprint.artifact import load_checkpoint, save_checkpoint
 from voiceprint.data.dataset import CropBatches
-from voiceprint.training.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 

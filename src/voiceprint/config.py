@@ -26,6 +26,11 @@ class DataConfig:
     """Where the corpus is and which part of it the protocol takes."""
 
     root: str | None = None  # AISHELL-1 layout root (data_aishell/ or the folder above wav/)
+    # Several corpora at once: name -> AISHELL-layout root. Speaker and utterance ids get
+    # the prefix "<name>-" so that corpora never share a speaker; replaces ``root``.
+    corpora: dict[str, str] = field(default_factory=dict)
+    dev_corpus: str = ""  # whose test split is the experiment's dev set; "" = the first
+    heldout_share: float = 0.0  # training speakers held out (never trained on) for calibration
     kaldi_dir: str | None = None  # alternative: a Kaldi data folder (wav.scp + utt2spk) to train on
     train_speakers: int = 300
     train_utts: int = 10  # per speaker; 0 = every utterance the speaker has
@@ -126,7 +131,9 @@ class EvalConfig:
     max_seconds: float = 0.0  # 0 = embed whole utterances
     mean_subtract: bool = False  # subtract the training-embedding mean before cosine
     asnorm_top: int = 0  # adaptive s-norm with a cohort of training speakers; 0 = off
-    calibrate: bool = False  # fit a logistic calibration score -> LLR on training pairs
+    calibrate: bool = False  # fit a score -> LLR calibration on the held-out speakers
+    calibration_enroll_utts: int = 1  # clips per speaker model in the calibration trials
+    vad: bool = False  # trim non-speech (silero-vad) before embedding, in every inference path
     p_target: float = 0.01
     bootstrap: int = 1000  # resamples over test speakers for the EER confidence interval
 

@@ -7,16 +7,15 @@
     emb = load_embedder("model.onnx")     # checkpoint, experiment folder or ONNX file
 
 Features are rebuilt from the checkpoint's own settings, so training, evaluation and
-serving compute them the same way. An ONNX file (``voiceprint export``) holds front-end
-and encoder in one graph and runs on onnxruntime (:class:`OnnxEmbedder`) without torch
-doing any work.
+serving compute them the same way. The model's scorer (``embedder.scorer``: back-end,
+calibration, decision) comes from the same file. An ONNX file (``voiceprint export``)
+holds front-end and encoder in one graph and runs on onnxruntime (:class:`OnnxEmbedder`)
+without torch doing any work.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,85 +23,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from voiceprint import audio, metrics
+from voiceprint import audio
+from voiceprint.artifact import backend_of, load_checkpoint, parse_onnx_metadata
 from voiceprint.config import ExperimentConfig, from_dict
 from voiceprint.features import build_frontend
 from voiceprint.models import build_model
-from voiceprint.training.checkpoint import load_checkpoint
+from voiceprint.scoring import Backend, Decision, Scorer
 
-# Default false-accept rates of Decision.from_scores (see Decision.far_points).
-FAR_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-
-
-@dataclass
-class Decision:
-    """A verification threshold chosen at evaluation time; accept when score >= threshold.
-
-    ``rule`` is "eer" (threshold at the EER point) or "far" (at false-accept rate ``far``).
-    ``far_points``, when evaluation recorded them, are (far, threshold) pairs measured on
-    its non-target trials, ascending in far, from which :meth:`at_far` picks a threshold
-    for any false-accept rate in their range. Stored as ``far_thresholds``, a mapping
-    from the rate as text ("0.01") to its threshold.
-    """
-
-    threshold: float
-    rule: str = "eer"
-    far: float | None = None
-    far_points: list[tuple[float, float]] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"threshold": self.threshold, "rule": self.rule, "far": self.far}
-        if self.far_points:
-            out["far_thresholds"] = {f"{f:g}": float(t) for f, t in self.far_points}
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Decision:
-        table = values.get("far_thresholds") or {}
-        points = sorted((float(f), float(t)) for f, t in table.items())
-        return cls(
-            float(values["threshold"]),
-            values.get("rule", "eer"),
-            values.get("far"),
-            points or None,
-        )
-
-    @classmethod
-    def from_scores(
-        cls, threshold: float, nontarget: np.ndarray, grid: Sequence[float] = FAR_GRID
-    ) -> Decision:
-        """The EER ``threshold`` plus far_points from non-target scores.
-
-        Only rates that allow at least one false accept among the ``n`` non-target trials
-        (``far * n >= 1``) are kept: smaller ones cannot be measured on this many trials.
-        """
-        nontarget = np.asarray(nontarget, dtype=np.float64)
-        points = [
-            (float(far), metrics.threshold_at_far(nontarget, far))
-            for far in grid
-            if far * nontarget.size >= 1.0
-        ]
-        return cls(float(threshold), "eer", None, points or None)
-
-    def at_far(self, far: float) -> Decision:
-        """The decision at false-accept rate ``far``, interpolated in log(far).
-
-        Raises ValueError when no far_points were recorded or ``far`` is outside them.
-        """
-        if not self.far_points:
-            raise ValueError(
-                "this model carries no false-accept calibration (re-run evaluation with this "
-                "version); use --threshold or the stored EER threshold"
-            )
-        fars = np.array([f for f, _ in self.far_points])
-        thresholds = np.array([t for _, t in self.far_points])
-        if not fars[0] <= far <= fars[-1]:
-            raise ValueError(
-                f"false-accept rate {far:g} is outside the calibrated range "
-                f"{fars[0]:g}..{fars[-1]:g} measured at evaluation"
-            )
-        threshold = float(np.interp(np.log(far), np.log(fars), thresholds))
-        return Decision(threshold, "far", float(far), self.far_points)
+# Waves longer than this are embedded as windows of this length whose embeddings are
+# averaged (weighted by duration), so memory stays bounded for hour-long recordings.
+WINDOW_SECONDS = 30.0
 
 
 class SpeakerEncoder(torch.nn.Module):
@@ -139,19 +69,28 @@ class Embedder:
         *,
         sample_rate: int,
         model_id: str,
-        decision: Decision | None = None,
+        backend: Backend | None = None,
         config: ExperimentConfig | None = None,
         max_seconds: float = 0.0,
         device: str = "cpu",
+        evaluation: dict[str, Any] | None = None,
+        vad: bool = False,
     ) -> None:
         self.encoder = encoder.to(device).eval()
         self.sample_rate = sample_rate
         self.model_id = model_id
-        self.decision = decision
+        self.scorer = Scorer(backend)
         self.config = config
         self.max_seconds = max_seconds
         self.device = device
         self.min_samples = min_samples_of(encoder)
+        self.evaluation = evaluation
+        self.vad = vad
+
+    @property
+    def decision(self) -> Decision | None:
+        """The model's default decision (on the scorer's LLR), or None."""
+        return self.scorer.decision
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Embedder:
@@ -161,15 +100,19 @@ class Embedder:
         frontend = build_frontend(config.features)
         model = build_model(config.model, frontend.dim)
         model.load_state_dict(payload["model"])
-        decision = payload.get("decision")
+        backend = backend_of(payload)
+        if backend.decision is None and payload.get("decision"):  # models before the scorer
+            backend.decision = Decision.from_dict(payload["decision"])
         return cls(
             SpeakerEncoder(frontend, model),
             sample_rate=config.features.sample_rate,
             model_id=payload["model_id"],
-            decision=Decision.from_dict(decision) if decision else None,
+            backend=backend,
             config=config,
             max_seconds=config.eval.max_seconds,
             device=device,
+            evaluation=payload.get("evaluation"),
+            vad=config.eval.vad,
         )
 
     @classmethod
@@ -186,6 +129,28 @@ class Embedder:
             return wave[: int(self.max_seconds * self.sample_rate)]
         return wave
 
+    def speech(self, wave: np.ndarray, name: str = "waveform") -> np.ndarray:
+        """The part of a 16 kHz wave (N,) that the model embeds.
+
+        Speech activity detection (:mod:`voiceprint.vad`) always checks the input: no
+        speech raises :class:`vad.NoSpeechError` naming ``name``, less net speech than the
+        model's minimum warns. When the model was evaluated with trimming (``vad``), the
+        non-speech parts are cut out; otherwise the wave is embedded whole. Then the
+        ``max_seconds`` crop applies.
+        """
+        from voiceprint import vad
+
+        wave = np.asarray(wave, dtype=np.float32)
+        if self.speech_check or self.vad:
+            minimum = self.min_samples / self.sample_rate
+            trimmed = vad.trim(wave, self.sample_rate, name=name, min_speech_seconds=minimum)
+            if self.vad:
+                wave = trimmed
+        return self._crop(wave)
+
+    # Every inference path checks for speech; tests on synthetic tones may switch it off.
+    speech_check = True
+
     @torch.inference_mode()
     def _run(self, batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Zero-padded waves (B, N) float32 + valid samples (B,) int64 -> (B, D) float32."""
@@ -193,36 +158,70 @@ class Embedder:
         out = self.encoder(wave, torch.from_numpy(lengths).to(self.device))
         return out.float().cpu().numpy()
 
-    def embed_batch(
-        self, waves: Sequence[np.ndarray], names: Sequence[str] | None = None
-    ) -> np.ndarray:
-        """Embed 16 kHz mono waveforms of any lengths at once -> (N, D) float32.
-
-        A wave shorter than the model's minimum (``min_samples``) raises AudioError,
-        naming it by ``names[i]`` when given.
-        """
-        waves = [self._crop(np.asarray(w, dtype=np.float32)) for w in waves]
-        for i, w in enumerate(waves):
-            if len(w) < self.min_samples:
-                name = names[i] if names is not None else f"waveform {i}"
-                raise audio.AudioError(
-                    f"{name}: {len(w) / self.sample_rate:.3f} s is shorter than this "
-                    f"model's minimum of {self.min_samples / self.sample_rate:.3f} s"
-                )
+    def _run_padded(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         lengths = np.array([len(w) for w in waves], dtype=np.int64)
         batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
         for i, w in enumerate(waves):
             batch[i, : len(w)] = w
         return self._run(batch, lengths)
 
-    def embed(self, wave: np.ndarray, sr: int) -> np.ndarray:
+    def embed_batch(
+        self,
+        waves: Sequence[np.ndarray],
+        names: Sequence[str] | None = None,
+        batch_seconds: float = 120.0,
+    ) -> np.ndarray:
+        """Embed 16 kHz mono waveforms of any lengths -> (N, D) float32, as they are
+        (no speech detection: :meth:`speech` does that).
+
+        A wave longer than ``WINDOW_SECONDS`` is cut into windows of that length (the
+        last one joined to the one before when shorter than half of it); its embedding is
+        the duration-weighted mean of theirs. Windows run in padded batches of at most
+        ``batch_seconds`` of audio, so memory stays bounded. A wave shorter than the
+        model's minimum (``min_samples``) raises AudioError, naming it by ``names[i]``.
+        """
+        window = int(WINDOW_SECONDS * self.sample_rate)
+        pieces: list[np.ndarray] = []
+        owner: list[int] = []
+        for i, w in enumerate(waves):
+            w = np.asarray(w, dtype=np.float32)
+            if len(w) < self.min_samples:
+                name = names[i] if names is not None else f"waveform {i}"
+                raise audio.AudioError(
+                    f"{name}: {len(w) / self.sample_rate:.3f} s is shorter than this "
+                    f"model's minimum of {self.min_samples / self.sample_rate:.3f} s"
+                )
+            starts = list(range(0, len(w), window))
+            if len(starts) > 1 and len(w) - starts[-1] < window // 2:
+                starts.pop()  # a short tail joins the window before it
+            ends = starts[1:] + [len(w)]
+            pieces.extend(w[a:b] for a, b in zip(starts, ends, strict=True))
+            owner.extend([i] * len(starts))
+        order = np.argsort([len(p) for p in pieces], kind="stable")  # similar lengths together
+        piece_emb = np.zeros((len(pieces), self.embedding_dim), dtype=np.float32)
+        budget = batch_seconds * self.sample_rate
+        group: list[int] = []
+        for j in [*order.tolist(), None]:
+            if group and (j is None or (len(group) + 1) * len(pieces[j]) > budget):
+                piece_emb[group] = self._run_padded([pieces[k] for k in group])
+                group = []
+            if j is not None:
+                group.append(j)
+        weights = np.array([len(p) for p in pieces], dtype=np.float64)
+        owners = np.asarray(owner)
+        out = np.zeros((len(waves), self.embedding_dim), dtype=np.float64)
+        np.add.at(out, owners, piece_emb * weights[:, None])
+        out /= np.bincount(owners, weights=weights, minlength=len(waves))[:, None]
+        return out.astype(np.float32)
+
+    def embed(self, wave: np.ndarray, sr: int, name: str = "waveform") -> np.ndarray:
         """One waveform (N,) or (N, C) at rate ``sr`` -> embedding (D,)."""
         wave = audio.prepare(wave, sr, self.sample_rate)
-        return self.embed_batch([wave])[0]
+        return self.embed_batch([self.speech(wave, name)], [name])[0]
 
     def embed_file(self, path: str | Path) -> np.ndarray:
         """One audio file -> embedding (D,); AudioError names the file on bad input."""
-        return self.embed_batch([audio.load(path, self.sample_rate)], [str(path)])[0]
+        return self.embed_files([path], progress=False)[0]
 
     def embed_files(
         self,
@@ -241,15 +240,17 @@ class Embedder:
         batch: list[np.ndarray] = []
         index: list[int] = []
         budget = batch_seconds * self.sample_rate
+        window = WINDOW_SECONDS * self.sample_rate
         for i, path in enumerate(tqdm(paths, desc="embedding", unit="utt", disable=not progress)):
-            wave = self._crop(load(path))
-            if batch and (len(batch) + 1) * max(len(wave), *(len(b) for b in batch)) > budget:
-                out[index] = self.embed_batch(batch, [str(paths[j]) for j in index])
+            wave = self.speech(load(path), str(path))
+            longest = max(min(len(wave), window), *(min(len(b), window) for b in batch), 0)
+            if batch and (len(batch) + 1) * longest > budget:
+                out[index] = self.embed_batch(batch, [str(paths[j]) for j in index], batch_seconds)
                 batch, index = [], []
             batch.append(wave)
             index.append(i)
         if batch:
-            out[index] = self.embed_batch(batch, [str(paths[j]) for j in index])
+            out[index] = self.embed_batch(batch, [str(paths[j]) for j in index], batch_seconds)
         return out
 
 
@@ -257,9 +258,10 @@ class OnnxEmbedder(Embedder):
     """The same API on onnxruntime, for a file written by :func:`onnx_export.export_onnx`.
 
     The graph takes ``wave`` (B, N) float32 and ``lengths`` (B,) int64 and returns
-    ``embedding`` (B, D); model id, sample rate, decision and limits come from the file's
-    metadata (all of it in ``metadata``; ``evaluation`` holds the EER summary recorded at
-    export, or None). ``threads`` sets onnxruntime's intra-op threads.
+    ``embedding`` (B, D); model id, sample rate, scorer (back-end, calibration, decision)
+    and limits come from the file's validated metadata (all of it in ``metadata``;
+    ``evaluation`` holds the dev-set summary recorded with the model, or None).
+    ``threads`` sets onnxruntime's intra-op threads.
     """
 
     backend = "onnxruntime"
@@ -283,23 +285,20 @@ class OnnxEmbedder(Embedder):
             )
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
             raise ValueError(f"{path} is not a usable ONNX model: {err}") from err
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "voiceprint.model_id" not in meta:
-            raise ValueError(f"{path} was not exported by voiceprint (no model metadata)")
-        decision = json.loads(meta.get("voiceprint.decision", "null"))
-        config = json.loads(meta.get("voiceprint.config", "null"))
+        info = parse_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         self.path = path
-        self.metadata = dict(meta)
-        self.evaluation = json.loads(meta.get("voiceprint.evaluation", "null"))
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.evaluation = info["evaluation"]
         self.encoder = None  # type: ignore[assignment]
-        self.sample_rate = int(meta["voiceprint.sample_rate"])
-        self.model_id = meta["voiceprint.model_id"]
-        self.decision = Decision.from_dict(decision) if decision else None
-        self.config = from_dict(config) if config else None
-        self.max_seconds = float(meta.get("voiceprint.max_seconds", 0.0))
+        self.sample_rate = info["sample_rate"]
+        self.model_id = info["model_id"]
+        self.scorer = Scorer(info["backend"])
+        self.config = from_dict(info["config"]) if info["config"] else None
+        self.max_seconds = info["max_seconds"]
         self.device = "cpu"
-        self.min_samples = int(meta.get("voiceprint.min_samples", 0))
-        self._embedding_dim = int(meta["voiceprint.embedding_dim"])
+        self.min_samples = info["min_samples"]
+        self.vad = info["vad"]
+        self._embedding_dim = info["embedding_dim"]
 
     @property
     def embedding_dim(self) -> int:

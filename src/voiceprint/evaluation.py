@@ -1,9 +1,11 @@
-"""Verification evaluation: embed the test data, score trials, report EER/minDCF and plots.
+"""Verification evaluation through the deployed scorer: embed, score, report, plot.
 
-Everything is rebuilt from the checkpoint alone (features, model, protocol settings).
-Outputs, in the experiment folder (or ``<exp>/eval/<tag>/`` for another corpus):
-``results.json``, ``scores.txt`` (enroll test score target), ``roc.png``, ``det.png``,
-``scores.png`` (score histograms).
+Any model file works (an experiment folder, a checkpoint or an ONNX file, the packaged
+default too): its embedder and its own scorer (back-end, calibration, decision) score
+the trials exactly as ``verify`` does, so the figures are those of what a user runs.
+Outputs, in the experiment folder (or ``<exp>/eval/<tag>/`` for another corpus or other
+back-end settings, or ``--out``): ``results.json``, ``scores.txt`` (enroll test score
+target), ``roc.png``, ``det.png``, ``scores.png`` (score histograms).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from voiceprint import metrics, plots, scoring
+from voiceprint import metrics, plots
+from voiceprint.artifact import load_checkpoint, save_checkpoint
 from voiceprint.config import ExperimentConfig, apply_overrides
 from voiceprint.data.corpus import CorpusError, Utterance, by_speaker, read_kaldi_dir, scan_split
-from voiceprint.data.protocol import Trial, pair_trials, prepare_test, read_trials
-from voiceprint.embedder import Decision, Embedder, find_checkpoint
-from voiceprint.training.checkpoint import load_checkpoint, save_checkpoint
+from voiceprint.data.protocol import Trial, prepare_test, read_trials
+from voiceprint.embedder import Embedder, find_checkpoint, load_embedder
+from voiceprint.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -69,96 +72,6 @@ def resolve_test_folder(
     return folder
 
 
-@dataclass
-class Backend:
-    """Training-data statistics for scoring: embedding mean, AS-norm cohort, calibration."""
-
-    mean: np.ndarray | None = None
-    cohort: np.ndarray | None = None
-    asnorm_top: int = 0
-    calibration: scoring.ScoreCalibration | None = None
-
-    @property
-    def changes_scores(self) -> bool:
-        """Whether scores differ from plain cosine (calibration maps them later, apart)."""
-        return self.mean is not None or (self.cohort is not None and self.asnorm_top > 0)
-
-    def score(self, by_utt: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.ndarray:
-        """Cosine scores of ``pairs`` after mean subtraction and AS-norm (when set)."""
-        if self.mean is not None:
-            by_utt = {k: scoring.mean_subtract(v[None], self.mean)[0] for k, v in by_utt.items()}
-        scores = scoring.score_trials(by_utt, pairs)
-        if self.cohort is not None and self.asnorm_top > 0:
-            enroll_emb = np.stack([by_utt[a] for a, _ in pairs])
-            test_emb = np.stack([by_utt[b] for _, b in pairs])
-            scores = scoring.asnorm(scores, enroll_emb, test_emb, self.cohort, self.asnorm_top)
-        return scores
-
-
-def embed_test_set(
-    embedder: Embedder, test: TestSet, progress: bool = True
-) -> dict[str, np.ndarray]:
-    """Embeddings of every test utterance and, for enroll trials, of every enrolled speaker.
-
-    A speaker model is the mean of its length-normalised enrollment embeddings.
-    """
-    emb = embedder.embed_files([u.path for u in test.utts], progress=progress)
-    by_utt = {u.utt: emb[i] for i, u in enumerate(test.utts)}
-    for spk, ids in (test.enroll or {}).items():
-        by_utt[spk] = scoring.length_norm(np.stack([by_utt[i] for i in ids])).mean(0)
-    return by_utt
-
-
-def build_backend(
-    embedder: Embedder, config: ExperimentConfig, progress: bool = True, max_pairs_utts: int = 600
-) -> Backend:
-    """Embed the training data when the config's back-end needs it.
-
-    * ``eval.mean_subtract``: the mean training embedding is subtracted before cosine.
-    * ``eval.asnorm_top``: the cohort is one mean embedding per training speaker.
-    * ``eval.calibrate``: a linear score -> LLR map fitted on all pairs of up to
-      ``max_pairs_utts`` training utterances scored with the same back-end. The model has
-      seen these speakers, so their scores are better separated than unseen speakers':
-      the calibration is over-confident, and ``act_dcf`` in the results shows how much.
-    """
-    ecfg = config.eval
-    backend = Backend(asnorm_top=ecfg.asnorm_top)
-    if not (ecfg.mean_subtract or ecfg.asnorm_top > 0 or ecfg.calibrate):
-        return backend
-    train = read_kaldi_dir(config.out_dir / "data" / "train")
-    emb = embedder.embed_files([u.path for u in train], progress=progress)
-    if ecfg.mean_subtract:
-        backend.mean = emb.mean(0)
-    if ecfg.asnorm_top > 0:
-        centred = emb if backend.mean is None else scoring.mean_subtract(emb, backend.mean)
-        groups: dict[str, list[np.ndarray]] = {}
-        for u, e in zip(train, centred, strict=True):
-            groups.setdefault(u.speaker, []).append(e)
-        backend.cohort = np.stack(
-            [scoring.length_norm(np.stack(groups[s])).mean(0) for s in sorted(groups)]
-        )
-    if ecfg.calibrate:
-        rng = np.random.default_rng(config.seed)
-        pick = np.sort(rng.permutation(len(train))[:max_pairs_utts])
-        by_utt = {train[i].utt: emb[i] for i in pick}
-        chosen = [train[i] for i in pick]
-        trials = pair_trials(chosen)
-        scores = backend.score(by_utt, [(a, b) for a, b, _ in trials])
-        labels = np.array([t for _, _, t in trials], dtype=bool)
-        backend.calibration = scoring.ScoreCalibration().fit(
-            scores[labels], scores[~labels], p_target=ecfg.p_target
-        )
-    return backend
-
-
-def actual_dcf(llr: np.ndarray, labels: np.ndarray, p_target: float) -> float:
-    """Normalised DCF at the Bayes threshold ``-logit(p_target)`` on calibrated LLRs."""
-    threshold = -np.log(p_target / (1 - p_target))
-    p_miss = float(np.mean(llr[labels] < threshold))
-    p_fa = float(np.mean(llr[~labels] >= threshold))
-    return (p_target * p_miss + (1 - p_target) * p_fa) / min(p_target, 1 - p_target)
-
-
 def trial_speakers(test: TestSet, trials: list[Trial]) -> tuple[np.ndarray, np.ndarray]:
     """The speaker on each side of each trial (enroll ids may already be speakers)."""
     spk_of = {u.utt: u.speaker for u in test.utts}
@@ -182,8 +95,85 @@ def write_scores(path: Path, trials: list[Trial], scores: np.ndarray) -> Path:
     return path
 
 
+# eval.* settings that change the back-end: with any of them overridden, the back-end is
+# fitted anew from the experiment's prepared lists (train/ and calibration/).
+BACKEND_KEYS = ("mean_subtract", "asnorm_top", "calibrate", "calibration_enroll_utts", "p_target")
+
+# The summary a model carries of its dev-set evaluation (checkpoint "evaluation", ONNX
+# metadata "voiceprint.evaluation").
+SUMMARY_KEYS = (
+    "eer",
+    "eer_ci95",
+    "eer_threshold",
+    "min_dcf",
+    "min_dcf_ci95",
+    "act_dcf",
+    "act_dcf_ci95",
+    "p_target",
+    "n_target",
+    "n_nontarget",
+    "n_speakers",
+    "trials",
+    "test_folder",
+)
+
+
+def score_test_set(
+    embedder: Embedder, scorer: Scorer, test: TestSet, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed every test clip and score every trial through ``scorer`` -> (scores, raw).
+
+    ``raw`` are plain cosine scores of the same embeddings (the back-end's reference).
+    A speaker of enroll trials is modelled as ``verify`` models it
+    (:meth:`Scorer.speaker_model` of its enrollment clips).
+    """
+    emb = embedder.embed_files([u.path for u in test.utts], progress=progress)
+    index = {u.utt: i for i, u in enumerate(test.utts)}
+    pairs = [(a, b) for a, b, _ in test.trials]
+    out = []
+    for s in (scorer, Scorer()):
+        units = dict(zip(index, s.units(emb), strict=True))
+        for spk, ids in (test.enroll or {}).items():
+            units[spk] = s.speaker_model(emb[[index[i] for i in ids]])
+        out.append(s.score_trials(units, pairs))
+    return out[0], out[1]
+
+
+def refit_backend(embedder: Embedder, config: ExperimentConfig, progress: bool) -> Scorer:
+    """The back-end of ``config.eval`` fitted anew on the experiment's prepared lists."""
+    from voiceprint.calibration import fit_backend
+
+    data = config.out_dir / "data"
+    if not (data / "train" / "wav.scp").is_file():
+        raise CorpusError(
+            f"back-end overrides need the experiment's prepared lists; {data / 'train'} is "
+            "missing (run 'voiceprint prepare' with the model's config)"
+        )
+    heldout = read_kaldi_dir(data / "calibration") if (data / "calibration").is_dir() else []
+    backend = fit_backend(
+        embedder,
+        read_kaldi_dir(data / "train"),
+        heldout,
+        config.eval,
+        corpora=list(config.data.corpora),
+        seed=config.seed,
+        progress=progress,
+    )
+    return Scorer(backend)
+
+
+def _output_folder(
+    model: Path, checkpoint: Path | None, default_set: bool, tag: str, out_dir: str | Path | None
+) -> Path:
+    if out_dir is not None:
+        return Path(out_dir)
+    if checkpoint is not None:
+        return checkpoint.parent if default_set else checkpoint.parent / "eval" / tag
+    return Path("exp") / "eval" / model.stem / (tag or "default")
+
+
 def evaluate(
-    experiment: str | Path,
+    model: str | Path,
     *,
     root: str | None = None,
     data_dir: str | None = None,
@@ -192,78 +182,88 @@ def evaluate(
     overrides: list[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a trained experiment; returns (and writes) the results dict.
+    """Evaluate a model file through its own scorer; returns (and writes) the results.
 
-    ``overrides`` change evaluation settings only (``eval.asnorm_top=100``); with any,
-    results go to ``<exp>/eval/<tag>/`` so the experiment's own results stay as they are.
+    ``model``: an experiment folder, a checkpoint (.pth) or an ONNX file. The trials are
+    the experiment's prepared dev set, or the test split of ``root`` (AISHELL layout), or
+    a Kaldi folder ``data_dir`` (with ``trials_pairs``/``trials`` or made by the config's
+    protocol). ``overrides`` change evaluation settings only (``eval.asnorm_top=0``);
+    back-end ones refit the back-end from the experiment's lists. On the experiment's own
+    dev set with its own back-end, the summary is recorded in the checkpoint, so the
+    model (and its ONNX export) carries the figures it was measured at.
     """
-    checkpoint = find_checkpoint(experiment)
-    embedder = Embedder.from_checkpoint(checkpoint)
+    model = Path(model).expanduser()
+    is_onnx = model.suffix.lower() == ".onnx"
+    checkpoint = None if is_onnx else find_checkpoint(model)
+    embedder = load_embedder(model if is_onnx else checkpoint)  # type: ignore[arg-type]
     config = embedder.config
-    assert config is not None
+    if config is None:
+        raise ValueError(f"{model} carries no config: it cannot be evaluated")
     for text in overrides or []:
         if not text.startswith("eval."):
             raise ValueError(f"evaluate takes eval.* overrides only, got {text!r}")
     apply_overrides(config, overrides or [])
+    embedder.vad = config.eval.vad
     kind = trials or config.eval.trials
     if kind not in ("pairs", "enroll"):
         raise ValueError(f"unknown trial list {kind!r}; valid: pairs, enroll")
-    default_set = root is None and data_dir is None and not overrides
-    if out_dir is None:
-        tag = "" if default_set else Path(root or data_dir or "").name
-        tag = "_".join([tag] * bool(tag) + [o.split(".", 1)[1] for o in overrides or []])
-        out_dir = checkpoint.parent if default_set else checkpoint.parent / "eval" / tag
-    out = Path(out_dir)
+    refit = any(o.split("=")[0].split(".")[-1] in BACKEND_KEYS for o in overrides or [])
+    default_set = root is None and data_dir is None and not overrides and trials is None
+    tag = "" if root is None and data_dir is None else Path(root or data_dir or "").name
+    tag = "_".join([tag] * bool(tag) + [o.split(".", 1)[1] for o in overrides or []])
+    tag = tag or (kind if trials else "")
+    out = _output_folder(model, checkpoint, default_set, tag, out_dir)
     out.mkdir(parents=True, exist_ok=True)
     test = load_test_set(resolve_test_folder(config, out, root, data_dir), kind)
+    scorer = refit_backend(embedder, config, progress) if refit else embedder.scorer
     log.info(
-        "evaluating %s on %d utterances, %d %s trials",
-        checkpoint.name,
+        "evaluating %s on %d utterances, %d %s trials (%s)",
+        model.name,
         len(test.utts),
         len(test.trials),
         kind,
+        describe(scorer),
     )
-    by_utt = embed_test_set(embedder, test, progress)
-    pairs = [(a, b) for a, b, _ in test.trials]
+    scores, raw = score_test_set(embedder, scorer, test, progress)
     labels = np.array([t for _, _, t in test.trials], dtype=bool)
-    raw = Backend().score(by_utt, pairs)
-    backend = build_backend(embedder, config, progress)
-    scores = backend.score(by_utt, pairs) if backend.changes_scores else raw
     target, nontarget = scores[labels], scores[~labels]
     if not len(target) or not len(nontarget):
         raise ValueError(f"trial list in {test.folder} needs both target and nontarget trials")
-    results: dict[str, Any] = metrics.summarize(target, nontarget, p_target=config.eval.p_target)
+    p_target = config.eval.p_target
+    results: dict[str, Any] = metrics.summarize(target, nontarget, p_target=p_target)
     spk_a, spk_b = trial_speakers(test, test.trials)
     low, high = metrics.bootstrap_eer(
         scores, labels, spk_a, spk_b, n_boot=config.eval.bootstrap, seed=config.seed
     )
+    llr = scorer.llr(scores) if scorer.calibrated else None
+    dcf_ci = metrics.bootstrap_dcf(
+        scores, labels, spk_a, spk_b, p_target, llr=llr, n_boot=200, seed=config.seed
+    )
     results.update(
         {
             "eer_ci95": [low, high],
+            "min_dcf_ci95": list(dcf_ci["min_dcf"]),
             "trials": kind,
             "n_speakers": len(by_speaker(test.utts)),
             "n_utterances": len(test.utts),
-            "checkpoint": str(checkpoint),
+            "model": str(model),
+            "checkpoint": None if checkpoint is None else str(checkpoint),
             "model_id": embedder.model_id,
             "test_folder": str(test.folder),
-            "backend": {
-                "mean_subtract": config.eval.mean_subtract,
-                "asnorm_top": config.eval.asnorm_top,
-                "calibrate": config.eval.calibrate,
-            },
-            "raw_cosine": metrics.summarize(raw[labels], raw[~labels], config.eval.p_target),
+            "backend": describe(scorer),
+            "vad": embedder.vad,
+            "raw_cosine": metrics.summarize(raw[labels], raw[~labels], p_target),
         }
     )
+    if llr is not None:
+        results["act_dcf"] = metrics.act_dcf(llr[labels], llr[~labels], p_target)
+        results["act_dcf_ci95"] = list(dcf_ci["act_dcf"])
+        results["calibration"] = scorer.backend.provenance
     # Which speaker pairs the false accepts at the minDCF operating point come from: with
     # few test speakers one confusable (or mislabelled) pair can set most of the cost.
     results["confusable_pairs"] = metrics.confusable_pairs(
         scores, labels, spk_a, spk_b, results["min_dcf_threshold"], top=5
     )
-    if backend.calibration is not None:
-        results["calibration"] = backend.calibration.to_dict()
-        results["act_dcf"] = actual_dcf(
-            backend.calibration.llr(scores), labels, config.eval.p_target
-        )
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     write_scores(out / "scores.txt", test.trials, scores)
     fpr, tpr, _ = metrics.roc(scores, labels)
@@ -275,22 +275,16 @@ def evaluate(
     plots.plot_score_histogram(
         target, nontarget, out / "scores.png", threshold=results["eer_threshold"]
     )
-    if default_set:
-        # The embedder scores with plain cosine, so its threshold comes from the raw scores.
-        raw_non = raw[~labels]
-        far_thresholds = {
-            f"{far:g}": metrics.threshold_at_far(raw_non, far) for far in (0.1, 0.05, 0.01, 0.001)
-        }
-        decision = Decision(float(results["raw_cosine"]["eer_threshold"]), "eer").to_dict()
-        _store_decision(checkpoint, {**decision, "far_thresholds": far_thresholds})
+    if default_set and checkpoint is not None:
+        record_evaluation(checkpoint, results)
     log.info(
-        "EER %.2f%% (95%% CI %.2f-%.2f) at threshold %.4f, minDCF(%.2g) %.4f -> %s",
+        "EER %.2f%% (95%% CI %.2f-%.2f), minDCF(%.2g) %.4f%s -> %s",
         100 * results["eer"],
         100 * low,
         100 * high,
-        results["eer_threshold"],
-        config.eval.p_target,
+        p_target,
         results["min_dcf"],
+        f", actual DCF {results['act_dcf']:.4f}" if "act_dcf" in results else "",
         out / "results.json",
     )
     if results["confusable_pairs"]:
@@ -303,12 +297,21 @@ def evaluate(
     return results
 
 
-def _store_decision(checkpoint: Path, decision: dict[str, Any]) -> None:
-    """Keep the evaluation's thresholds with the model, for enroll/verify decisions.
+def describe(scorer: Scorer) -> dict[str, Any]:
+    """The back-end in a few JSON-ready words: what the scores went through."""
+    backend = scorer.backend
+    return {
+        "mean_subtract": backend.mean is not None,
+        "asnorm_top": backend.asnorm_top if backend.asnorm else 0,
+        "cohort": 0 if backend.cohort is None else int(backend.cohort.shape[0]),
+        "calibrated": scorer.calibrated,
+    }
 
-    ``threshold`` is the raw-cosine EER threshold; ``far_thresholds`` maps a false-accept
-    rate (as text, e.g. "0.01") to the raw-cosine threshold that gives it on the test trials.
-    """
+
+def record_evaluation(checkpoint: Path, results: dict[str, Any]) -> None:
+    """Keep the dev-set summary with the model (exported with it to ONNX)."""
     payload = load_checkpoint(checkpoint)
-    payload["decision"] = decision
+    if payload["model_id"] != results["model_id"]:
+        raise ValueError(f"{checkpoint} changed while it was evaluated")
+    payload["evaluation"] = {k: results[k] for k in SUMMARY_KEYS if k in results}
     save_checkpoint(checkpoint, payload)

@@ -1,5 +1,6 @@
-"""Verification metrics: ROC/DET points, EER, minDCF, a speaker-bootstrap EER interval and
-the speaker pairs behind the false accepts at a threshold.
+"""Verification metrics: ROC/DET points, EER, minDCF, actual DCF of calibrated LLRs,
+speaker-bootstrap intervals (EER, minDCF, actual DCF) and the speaker pairs behind the
+false accepts at a threshold.
 
 Pure vectorised numpy: every curve comes from one descending sort of the scores and
 cumulative sums, never a loop over thresholds.
@@ -25,7 +26,9 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "act_dcf",
     "auc",
+    "bootstrap_dcf",
     "bootstrap_eer",
     "confusable_pairs",
     "det_curve",
@@ -424,3 +427,81 @@ def _resampled_eers(
         alpha = gap_p / (gap_p - gap_c)
         out[start + ok] = far_p + alpha * (far_c - far_p)
     return out
+
+
+def act_dcf(target_llr: ArrayLike, nontarget_llr: ArrayLike, p_target: float = 0.01) -> float:
+    """Actual normalised DCF of calibrated LLRs at the Bayes threshold ``-logit(p_target)``.
+
+    Accept when ``llr >= -log(p_target / (1 - p_target))``; the cost is normalised as in
+    :func:`min_dcf`, so ``act_dcf - min_dcf`` is the loss due to calibration.
+    """
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must lie in (0, 1), got {p_target}")
+    t = _as_scores(target_llr, "target LLRs")
+    n = _as_scores(nontarget_llr, "non-target LLRs")
+    threshold = -np.log(p_target / (1.0 - p_target))
+    p_miss = float(np.mean(t < threshold))
+    p_fa = float(np.mean(n >= threshold))
+    return (p_target * p_miss + (1.0 - p_target) * p_fa) / min(p_target, 1.0 - p_target)
+
+
+def bootstrap_dcf(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    spk_a: Sequence[object] | np.ndarray,
+    spk_b: Sequence[object] | np.ndarray,
+    p_target: float = 0.01,
+    llr: ArrayLike | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of minDCF (and, with calibrated ``llr``, actual DCF) by
+    resampling test speakers, with the trial weights of :func:`bootstrap_eer`.
+
+    Returns ``{"min_dcf": (low, high)}`` plus ``"act_dcf"`` when ``llr`` (n,) is given.
+    """
+    s = _as_scores(scores, "scores")
+    lab = _as_labels(labels, s.size)
+    a_ids, b_ids = np.asarray(spk_a), np.asarray(spk_b)
+    if a_ids.shape != s.shape or b_ids.shape != s.shape:
+        raise ValueError(f"spk_a {a_ids.shape} and spk_b {b_ids.shape} must match scores {s.shape}")
+    speakers, idx = np.unique(np.concatenate([a_ids, b_ids]), return_inverse=True)
+    a, b = idx[: s.size], idx[s.size :]
+    if np.any((a == b) != lab):
+        raise ValueError("labels disagree with speaker ids: target trials must have spk_a == spk_b")
+    order = np.argsort(-s, kind="stable")
+    s_sorted, same, a, b = s[order], lab[order], a[order], b[order]
+    last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
+    accept_llr = None
+    if llr is not None:
+        l_all = _as_scores(llr, "llr")
+        if l_all.shape != s.shape:
+            raise ValueError(f"llr {l_all.shape} must match scores {s.shape}")
+        accept_llr = l_all[order] >= -np.log(p_target / (1.0 - p_target))
+    rng = np.random.default_rng(seed)
+    n_spk = speakers.size
+    counts = rng.multinomial(n_spk, np.full(n_spk, 1.0 / n_spk), size=n_boot).astype(float)
+    norm = min(p_target, 1.0 - p_target)
+    mins, acts = [], []
+    for c in counts:
+        w = np.where(same, c[a], c[a] * c[b])
+        w_tar, w_non = np.where(same, w, 0.0), np.where(same, 0.0, w)
+        total_tar, total_non = w_tar.sum(), w_non.sum()
+        if total_tar == 0 or total_non == 0:
+            continue
+        far = np.cumsum(w_non)[last_of_tie] / total_non  # accept the first p trials
+        frr = 1.0 - np.cumsum(w_tar)[last_of_tie] / total_tar
+        dcf = np.r_[p_target, p_target * frr + (1 - p_target) * far] / norm
+        mins.append(dcf.min())
+        if accept_llr is not None:
+            p_miss = w_tar[~accept_llr].sum() / total_tar
+            p_fa = w_non[accept_llr].sum() / total_non
+            acts.append((p_target * p_miss + (1 - p_target) * p_fa) / norm)
+    if not mins:
+        raise ValueError("no resample contained both target and non-target trials")
+    tail = 50.0 * (1.0 - confidence)
+    out = {"min_dcf": tuple(float(v) for v in np.percentile(mins, [tail, 100 - tail]))}
+    if acts:
+        out["act_dcf"] = tuple(float(v) for v in np.percentile(acts, [tail, 100 - tail]))
+    return out  # type: ignore[return-value]

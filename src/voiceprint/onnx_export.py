@@ -6,10 +6,11 @@
 The graph maps ``wave`` (B, N) float32 zero-padded waveforms at the model's sample rate
 and ``lengths`` (B,) int64 valid samples to ``embedding`` (B, D); batch and time axes are
 dynamic. The file's ``metadata_props`` carry what using the model needs (keys prefixed
-``voiceprint.``): model_id, sample_rate, embedding_dim, decision (JSON, with the
-threshold), threshold, min_samples, max_seconds, the resolved config (JSON) and, when
-the checkpoint's folder holds the ``results.json`` of its evaluation, that evaluation
-(JSON: eer, eer_ci95, eer_threshold, min_dcf, n_target, n_nontarget, test_folder).
+``voiceprint.``, written and validated by :mod:`voiceprint.artifact`): model_id,
+sample_rate, embedding_dim, the scorer's back-end (JSON: mean, AS-norm cohort,
+calibration, decision, provenance), decision and threshold, min_samples, max_seconds,
+vad, the resolved config (JSON) and the dev-set evaluation the model carries (or, for
+older checkpoints, the ``results.json`` of its evaluation beside it).
 
 Export goes through ``torch.export`` (the dynamo exporter, which needs ``onnxscript``)
 at opset 18 (the lowest the exporter implements; its DFT operator carries the
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from voiceprint.artifact import onnx_metadata
 from voiceprint.embedder import (
     Embedder,
     OnnxEmbedder,
@@ -121,20 +123,17 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def _metadata(embedder: Embedder, evaluation: dict | None) -> dict[str, str]:
-    decision = embedder.decision.to_dict() if embedder.decision else None
-    config = embedder.config.to_dict() if embedder.config else None
-    return {
-        "voiceprint.format": str(EXPORT_FORMAT),
-        "voiceprint.model_id": embedder.model_id,
-        "voiceprint.sample_rate": str(embedder.sample_rate),
-        "voiceprint.embedding_dim": str(embedder.embedding_dim),
-        "voiceprint.decision": json.dumps(decision),
-        "voiceprint.threshold": "" if decision is None else f"{decision['threshold']:.6f}",
-        "voiceprint.min_samples": str(embedder.min_samples),
-        "voiceprint.max_seconds": str(embedder.max_seconds),
-        "voiceprint.config": json.dumps(config),
-        "voiceprint.evaluation": json.dumps(evaluation),
-    }
+    return onnx_metadata(
+        model_id=embedder.model_id,
+        sample_rate=embedder.sample_rate,
+        embedding_dim=embedder.embedding_dim,
+        min_samples=embedder.min_samples,
+        max_seconds=embedder.max_seconds,
+        vad=embedder.vad,
+        config=embedder.config.to_dict() if embedder.config else None,
+        backend=embedder.scorer.backend,
+        evaluation=evaluation,
+    )
 
 
 def export_onnx(
@@ -162,6 +161,7 @@ def export_onnx(
         path = find_checkpoint(path) if path.is_dir() else path
         embedder = load_embedder(path)
         evaluation = evaluation_of(path, embedder.model_id)
+    evaluation = embedder.evaluation or evaluation
     if embedder.backend != "torch":
         raise ValueError("export needs a torch checkpoint, not an ONNX model")
     module = ExportableEncoder(embedder.encoder.cpu()).eval()

@@ -1,4 +1,5 @@
-"""Figures of an experiment: ROC with the EER point, DET, score histograms, training curves.
+"""Figures of an experiment: ROC with the EER point, DET, score histograms, training curves,
+calibration (LLR histograms and reliability).
 
 Each function writes one PNG (parent folders are created) and returns its path. Figures
 are drawn on matplotlib's Agg canvas directly, without pyplot, so importing or calling
@@ -16,7 +17,14 @@ import numpy as np
 
 from voiceprint import metrics
 
-__all__ = ["plot_det", "plot_roc", "plot_score_histogram", "plot_training", "probit"]
+__all__ = [
+    "plot_calibration",
+    "plot_det",
+    "plot_roc",
+    "plot_score_histogram",
+    "plot_training",
+    "probit",
+]
 
 # Candidate DET ticks, in order of preference where two would crowd each other.
 _DET_TICKS = (0.01, 0.1, 0.001, 0.5, 0.0001, 0.05, 0.2, 0.9, 0.02, 0.005, 0.4, 0.8, 0.99, 0.002)
@@ -244,4 +252,50 @@ def plot_training(history: Sequence[dict[str, float]], path: str | Path) -> Path
     ax_acc.grid(alpha=0.3)
     ax_acc.legend(loc="center right")
     ax_acc.set_title("Accuracy and validation EER" if val else "Accuracy")
+    return _save(fig, path)
+
+
+def plot_calibration(
+    target_llr: Sequence[float] | np.ndarray,
+    nontarget_llr: Sequence[float] | np.ndarray,
+    path: str | Path,
+    p_target: float = 0.01,
+) -> Path:
+    """Calibration of LLRs, two panels.
+
+    Left: LLR histograms of target and non-target trials with the Bayes threshold
+    ``-logit(p_target)``. Right: reliability; the trials binned by LLR (deciles of all
+    trials), each bin's empirical log-likelihood ratio ``log(n_tar/N_tar) -
+    log(n_non/N_non)`` against its mean LLR; a calibrated system lies on the diagonal.
+    """
+    t = _curve(target_llr, "target LLRs", None, None)
+    n = _curve(nontarget_llr, "non-target LLRs", None, None)
+    threshold = -float(np.log(p_target / (1 - p_target)))
+    fig, (left, right) = _figure(10.0, 4.0, ncols=2)
+    edges = np.histogram_bin_edges(np.concatenate([t, n]), bins=60)
+    left.hist(n, bins=edges, density=True, alpha=0.55, color="C0", label=f"non-target (n={n.size})")
+    left.hist(t, bins=edges, density=True, alpha=0.55, color="C1", label=f"target (n={t.size})")
+    left.axvline(threshold, color="C3", ls="--", label=f"Bayes threshold (P_tar {p_target:g})")
+    left.set_xlabel("LLR (natural log)")
+    left.set_ylabel("density")
+    left.set_title("LLR distributions")
+    left.legend(fontsize=8)
+    both = np.concatenate([t, n])
+    bins = np.unique(np.quantile(both, np.linspace(0, 1, 11)))
+    centres, empirical = [], []
+    for lo, hi in zip(bins[:-1], bins[1:], strict=True):
+        in_t = (t >= lo) & (t <= hi)
+        in_n = (n >= lo) & (n <= hi)
+        if in_t.sum() == 0 or in_n.sum() == 0:
+            continue
+        centres.append(np.concatenate([t[in_t], n[in_n]]).mean())
+        empirical.append(np.log(in_t.sum() / t.size) - np.log(in_n.sum() / n.size))
+    span = [min(both.min(), *empirical, 0.0), max(both.max(), *empirical, 0.0)]
+    right.plot(span, span, color="0.6", ls=":", label="calibrated")
+    right.plot(centres, empirical, "o-", color="C2", label="empirical (LLR deciles)")
+    right.axvline(threshold, color="C3", ls="--", lw=0.8)
+    right.set_xlabel("predicted LLR")
+    right.set_ylabel("empirical LLR")
+    right.set_title("Reliability")
+    right.legend(fontsize=8)
     return _save(fig, path)

@@ -73,9 +73,14 @@ def full_precision(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
 
 @register("pooling", "gap", "tap")
 class GlobalAveragePooling(nn.Module):
-    """Mean over valid frames: (B, C, T) -> (B, C), e.g. (64, 1500, 86) -> (64, 1500)."""
+    """Mean over valid frames: (B, C, T) -> (B, C), e.g. (64, 1500, 86) -> (64, 1500).
 
-    def __init__(self, channels: int) -> None:
+    Built as the lab builds it, ``GlobalAveragePooling()``: the mean needs no weights, so
+    ``channels`` is optional; when given (``build_pooling`` gives it) it is the
+    ``output_dim`` that models size their next layer with.
+    """
+
+    def __init__(self, channels: int | None = None) -> None:
         super().__init__()
         self.channels = channels
         self.output_dim = channels

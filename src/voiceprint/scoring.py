@@ -1,4 +1,18 @@
-"""Scoring back-end: cosine scores, trial scoring, AS-norm and score calibration.
+"""THE scorer: embeddings (+ the model's back-end) -> scores -> LLRs -> decisions.
+
+Every path that turns embeddings into a verdict calls this module: evaluation, the
+embedder, the speaker store, the CLI and the service. It holds the only cosine, the only
+AS-norm, the score -> LLR calibration and the decisions (thresholds) on the LLR.
+
+A model carries its :class:`Backend` (training-embedding mean, AS-norm cohort,
+calibration, default decision, provenance); :class:`Scorer` applies it:
+
+    scorer = Scorer(backend)
+    units = scorer.units(embeddings)                 # (N, D) mean-subtracted, unit rows
+    model = scorer.speaker_model(enrollment)         # (D,) from (K, D) enrollment clips
+    s = scorer.score(model[None], units)             # (1, N) scores (AS-norm when set)
+    llr = scorer.llr(s)                              # calibrated log-likelihood ratios
+    accept = llr >= scorer.decision.threshold
 
 Inputs may be numpy arrays or torch tensors (any device); outputs are float64 numpy
 arrays. Embeddings are rows: (N, D).
@@ -6,8 +20,10 @@ arrays. Embeddings are rows: (N, D).
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,7 +31,10 @@ import numpy as np
 from voiceprint import metrics
 
 __all__ = [
+    "Backend",
+    "Decision",
     "ScoreCalibration",
+    "Scorer",
     "asnorm",
     "cosine_scores",
     "length_norm",
@@ -278,3 +297,369 @@ class ScoreCalibration:
             p_target=float(data.get("p_target", 0.5)),
             l2=float(data.get("l2", 1e-6)),
         )
+
+
+# ------------------------------------------------------------------------ decisions
+
+# False-accept rates at which a calibration records thresholds (Decision.far_points).
+FAR_GRID = (
+    1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5
+)  # fmt: skip
+
+
+def bayes_threshold(p_target: float) -> float:
+    """LLR threshold of the Bayes decision at prior ``p_target`` with unit costs: -logit(p)."""
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must lie in (0, 1), got {p_target}")
+    return -math.log(p_target / (1.0 - p_target))
+
+
+@dataclass
+class Decision:
+    """Accept a trial when its LLR (:meth:`Scorer.llr`) reaches ``threshold``.
+
+    The one place thresholds live. ``rule`` says where the threshold came from:
+    "bayes" (``-logit(p_target)`` on calibrated LLRs), "far" (false-accept rate ``far``
+    measured on the calibration's non-target trials), "eer" (the equal-error point) or
+    "manual". For a model without calibration the LLR is the score itself.
+    ``far_points`` are (far, threshold) pairs ascending in far, measured on the
+    calibration trials, from which :meth:`at_far` picks a threshold for any rate in
+    their range. Stored as ``far_thresholds``: the rate as text ("0.01") -> threshold.
+    """
+
+    threshold: float
+    rule: str = "eer"
+    far: float | None = None
+    far_points: list[tuple[float, float]] | None = None
+    p_target: float | None = None
+
+    def accepts(self, llr: float) -> bool:
+        return bool(llr >= self.threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"threshold": self.threshold, "rule": self.rule, "far": self.far}
+        if self.p_target is not None:
+            out["p_target"] = self.p_target
+        if self.far_points:
+            out["far_thresholds"] = {f"{f:g}": float(t) for f, t in self.far_points}
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Decision:
+        table = values.get("far_thresholds") or {}
+        points = sorted((float(f), float(t)) for f, t in table.items())
+        threshold = float(values["threshold"])
+        if not math.isfinite(threshold):
+            raise ValueError(f"decision threshold must be finite, got {threshold}")
+        p_target = values.get("p_target")
+        return cls(
+            threshold,
+            str(values.get("rule", "eer")),
+            None if values.get("far") is None else float(values["far"]),
+            points or None,
+            None if p_target is None else float(p_target),
+        )
+
+    @classmethod
+    def from_scores(
+        cls,
+        threshold: float,
+        nontarget: Any,
+        grid: Sequence[float] = FAR_GRID,
+        rule: str = "eer",
+        p_target: float | None = None,
+    ) -> Decision:
+        """``threshold`` plus far_points measured on (n,) non-target LLRs.
+
+        Only rates that allow at least one false accept among the ``n`` non-target trials
+        (``far * n >= 1``) are kept: smaller ones cannot be measured on this many trials.
+        """
+        nontarget = _scores_1d(nontarget, "nontarget")
+        points = [
+            (float(far), metrics.threshold_at_far(nontarget, far))
+            for far in grid
+            if far * nontarget.size >= 1.0
+        ]
+        return cls(float(threshold), rule, None, points or None, p_target)
+
+    def at_far(self, far: float) -> Decision:
+        """The decision at false-accept rate ``far``, interpolated in log(far).
+
+        Raises ValueError when no far_points were recorded or ``far`` is outside them.
+        """
+        if not self.far_points:
+            raise ValueError(
+                "this model carries no false-accept calibration (calibrate it with "
+                "'voiceprint calibrate'); use --threshold or its stored decision"
+            )
+        fars = np.array([f for f, _ in self.far_points])
+        thresholds = np.array([t for _, t in self.far_points])
+        if not fars[0] <= far <= fars[-1]:
+            raise ValueError(
+                f"false-accept rate {far:g} is outside the calibrated range "
+                f"{fars[0]:g}..{fars[-1]:g} measured on the calibration trials"
+            )
+        threshold = float(np.interp(np.log(far), np.log(fars), thresholds))
+        return Decision(threshold, "far", float(far), self.far_points, self.p_target)
+
+    def at_prior(self, p_target: float) -> Decision:
+        """The Bayes decision at prior ``p_target`` (meaningful on calibrated LLRs)."""
+        return Decision(bayes_threshold(p_target), "bayes", None, self.far_points, p_target)
+
+    def for_gallery(self, n_enrolled: int) -> Decision:
+        """Open-set identification among ``n_enrolled`` speakers: the best match is named
+        only when its LLR reaches the returned threshold, else the voice is "unknown".
+
+        * "bayes": ``threshold + log(n)``. The target prior is spread evenly over the
+          ``n`` enrolled speakers, so each one's prior odds shrink ``n``-fold.
+        * "far": the per-comparison rate ``1 - (1 - far)**(1/n)``, so that a voice that is
+          not enrolled passes any of the ``n`` with probability ``far`` (the
+          false-positive identification rate); ValueError when that rate lies below the
+          calibrated range.
+        * "eer" and "manual" thresholds (uncalibrated scores) are used as they are.
+        """
+        if n_enrolled < 1:
+            raise ValueError(f"a gallery needs at least one enrolled speaker, got {n_enrolled}")
+        if self.rule == "bayes":
+            return Decision(
+                self.threshold + math.log(n_enrolled), "bayes", None, self.far_points, self.p_target
+            )
+        if self.rule == "far" and self.far is not None:
+            per_comparison = -math.expm1(math.log1p(-self.far) / n_enrolled)
+            try:
+                chosen = self.at_far(per_comparison)
+            except ValueError as err:
+                raise ValueError(
+                    f"identification among {n_enrolled} speakers at a false-positive rate "
+                    f"of {self.far:g} needs a false-accept rate of {per_comparison:.2g} per "
+                    f"comparison: {err}"
+                ) from err
+            return Decision(chosen.threshold, "far", self.far, self.far_points, self.p_target)
+        return self
+
+
+# ------------------------------------------------------------------------ back-end
+
+
+def encode_array(x: np.ndarray) -> dict[str, Any]:
+    """A float32 array as JSON-ready text: {"shape": [...], "float32": base64}."""
+    arr = np.ascontiguousarray(x, dtype="<f4")
+    return {"shape": list(arr.shape), "float32": base64.b64encode(arr.tobytes()).decode()}
+
+
+def decode_array(value: Mapping[str, Any], name: str) -> np.ndarray:
+    """Inverse of :func:`encode_array`; ValueError on a wrong size or non-finite values."""
+    try:
+        shape = tuple(int(n) for n in value["shape"])
+        raw = base64.b64decode(value["float32"], validate=True)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"back-end {name} is not an encoded array: {err}") from err
+    if len(raw) != 4 * math.prod(shape):
+        raise ValueError(f"back-end {name}: {len(raw)} bytes do not hold shape {shape}")
+    arr = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"back-end {name} holds non-finite values")
+    return arr
+
+
+@dataclass
+class Backend:
+    """What a model carries for scoring, saved inside its checkpoint and ONNX file.
+
+    ``mean`` (D,): training-embedding mean, subtracted before cosine. ``cohort`` (K, D):
+    unit-norm speaker means (after mean subtraction) for AS-norm over the ``asnorm_top``
+    best of them. ``calibration``: score -> LLR. ``decision``: the default decision on
+    the LLR, with thresholds at false-accept rates. ``provenance``: where calibration and
+    back-end came from (corpus, speakers, trials, their metrics).
+    """
+
+    mean: np.ndarray | None = None
+    cohort: np.ndarray | None = None
+    asnorm_top: int = 0
+    calibration: ScoreCalibration | None = None
+    decision: Decision | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.cohort is not None:
+            if self.cohort.ndim != 2:
+                raise ValueError(f"cohort must be (K, D), got {self.cohort.shape}")
+            if not 0 <= self.asnorm_top <= self.cohort.shape[0]:
+                raise ValueError(
+                    f"asnorm_top {self.asnorm_top} must lie in [0, {self.cohort.shape[0]}]"
+                )
+            if self.mean is not None and self.mean.shape[0] != self.cohort.shape[1]:
+                raise ValueError("back-end mean and cohort dimensions differ")
+
+    @property
+    def asnorm(self) -> bool:
+        return self.cohort is not None and self.asnorm_top > 0
+
+    def identity(self) -> bytes:
+        """Bytes that change whenever the scores of stored embeddings would (mean, cohort)."""
+        parts = [b"mean", b"" if self.mean is None else self.mean.astype("<f4").tobytes()]
+        if self.asnorm:
+            parts += [b"cohort", self.cohort.astype("<f4").tobytes(), b"%d" % self.asnorm_top]
+        return b"|".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": None if self.mean is None else encode_array(self.mean),
+            "cohort": None if self.cohort is None else encode_array(self.cohort),
+            "asnorm_top": int(self.asnorm_top),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "decision": None if self.decision is None else self.decision.to_dict(),
+            "provenance": dict(self.provenance),
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> Backend:
+        """Inverse of :meth:`to_dict` (None -> the plain-cosine back-end); validates it."""
+        if not values:
+            return cls()
+        if not isinstance(values, Mapping):
+            raise ValueError(f"back-end must be a mapping, got {type(values).__name__}")
+        mean = values.get("mean")
+        cohort = values.get("cohort")
+        calibration = values.get("calibration")
+        decision = values.get("decision")
+        return cls(
+            mean=None if mean is None else decode_array(mean, "mean"),
+            cohort=None if cohort is None else decode_array(cohort, "cohort"),
+            asnorm_top=int(values.get("asnorm_top", 0)),
+            calibration=None if calibration is None else ScoreCalibration.from_dict(calibration),
+            decision=None if decision is None else Decision.from_dict(decision),
+            provenance=dict(values.get("provenance") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Match:
+    """One scored comparison: a speaker (or file) name, its score and its LLR."""
+
+    name: str
+    score: float
+    llr: float
+
+
+class Scorer:
+    """Applies a model's :class:`Backend`: the only code that turns embeddings into scores.
+
+    Scores are cosine similarities of mean-subtracted embeddings, AS-norm-normalised when
+    the back-end has a cohort; :meth:`llr` calibrates them. Without a back-end this is
+    plain cosine and ``llr(s) == s``.
+    """
+
+    def __init__(self, backend: Backend | None = None) -> None:
+        self.backend = backend or Backend()
+
+    @property
+    def decision(self) -> Decision | None:
+        return self.backend.decision
+
+    @property
+    def calibrated(self) -> bool:
+        return self.backend.calibration is not None
+
+    def units(self, emb: Any) -> np.ndarray:
+        """Embeddings (N, D) or (D,) -> mean-subtracted, unit-norm rows of the same shape."""
+        x = _to_numpy(emb, "embeddings")
+        if self.backend.mean is not None:
+            x = mean_subtract(x, self.backend.mean)
+        return length_norm(x)
+
+    def speaker_model(self, emb: Any) -> np.ndarray:
+        """Enrollment embeddings (K, D) -> the speaker's unit model (D,): mean of units."""
+        units = self.units(np.atleast_2d(_to_numpy(emb, "enrollment")))
+        return length_norm(units.mean(0))
+
+    def norm_stats(self, units: Any) -> np.ndarray | None:
+        """AS-norm statistics of unit rows (N, D) -> (N, 2) [mean, std] of the top cohort
+        cosines; None without a cohort."""
+        if not self.backend.asnorm:
+            return None
+        x = _to_numpy(units, "units", ndim=2)
+        cohort = self.backend.cohort.astype(np.float64)  # type: ignore[union-attr]
+        if x.shape[1] != cohort.shape[1]:
+            raise ValueError(f"embeddings have {x.shape[1]} dims, the cohort {cohort.shape[1]}")
+        out = np.empty((x.shape[0], 2))
+        for start in range(0, x.shape[0], 4096):
+            mu, sd = _top_stats(x[start : start + 4096], cohort, self.backend.asnorm_top)
+            out[start : start + 4096, 0], out[start : start + 4096, 1] = mu, sd
+        return out
+
+    def _normalise(
+        self, raw: np.ndarray, enroll_stats: np.ndarray | None, probe_stats: np.ndarray | None
+    ) -> np.ndarray:
+        if enroll_stats is None or probe_stats is None:
+            return raw
+        return 0.5 * (
+            (raw - enroll_stats[..., 0]) / enroll_stats[..., 1]
+            + (raw - probe_stats[..., 0]) / probe_stats[..., 1]
+        )
+
+    def score(
+        self,
+        enroll_units: Any,
+        probe_units: Any,
+        enroll_stats: np.ndarray | None = None,
+        probe_stats: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """All pairs of unit rows: enroll (N, D) x probe (M, D) -> scores (N, M).
+
+        Rows must come from :meth:`units` or :meth:`speaker_model`; AS-norm statistics
+        are computed when not given (pass cached ones to save the cohort products).
+        """
+        e = _to_numpy(enroll_units, "enroll_units", ndim=2)
+        p = _to_numpy(probe_units, "probe_units", ndim=2)
+        if e.shape[1] != p.shape[1]:
+            raise ValueError(f"embedding dimensions differ: {e.shape[1]} vs {p.shape[1]}")
+        raw = e @ p.T
+        if not self.backend.asnorm:
+            return raw
+        es = self.norm_stats(e) if enroll_stats is None else enroll_stats
+        ps = self.norm_stats(p) if probe_stats is None else probe_stats
+        return self._normalise(raw, es[:, None, :], ps[None, :, :])  # type: ignore[index]
+
+    def score_trials(
+        self,
+        units_by_id: Mapping[str, Any],
+        trials: Sequence[tuple[str, str]],
+        chunk: int = 250_000,
+    ) -> np.ndarray:
+        """Score of each ``(enroll_id, test_id)`` trial -> (len(trials),).
+
+        ``units_by_id`` maps an id to its unit row (D,) (:meth:`units`, or a speaker model
+        from :meth:`speaker_model`). Each id's AS-norm statistics are computed once, and
+        trials are scored in chunks, so memory stays bounded for millions of trials.
+        """
+        if len(trials) == 0:
+            return np.zeros(0)
+        missing = sorted({k for pair in trials for k in pair if k not in units_by_id})
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise KeyError(f"{len(missing)} trial ids have no embedding: {shown}")
+        ids = sorted({k for pair in trials for k in pair})
+        row = {k: i for i, k in enumerate(ids)}
+        matrix = np.stack([_to_numpy(units_by_id[k], k, ndim=1) for k in ids])
+        stats = self.norm_stats(matrix)
+        a = np.fromiter((row[e] for e, _ in trials), dtype=np.int64, count=len(trials))
+        b = np.fromiter((row[t] for _, t in trials), dtype=np.int64, count=len(trials))
+        out = np.empty(len(trials))
+        for start in range(0, len(trials), chunk):
+            ia, ib = a[start : start + chunk], b[start : start + chunk]
+            raw = np.einsum("nd,nd->n", matrix[ia], matrix[ib])
+            out[start : start + chunk] = (
+                raw if stats is None else self._normalise(raw, stats[ia], stats[ib])
+            )
+        return out
+
+    def llr(self, scores: Any) -> np.ndarray:
+        """Calibrated natural-log likelihood ratios of scores (same shape); the scores
+        themselves when the back-end has no calibration."""
+        if self.backend.calibration is None:
+            return _to_numpy(scores, "scores")
+        return self.backend.calibration.llr(scores)
+
+    def match(self, name: str, score: float) -> Match:
+        return Match(name, float(score), float(self.llr(np.array([score]))[0]))

@@ -1,22 +1,26 @@
 """A speaker store on SQLite: enroll, remove, list, verify and identify.
 
-    db = SpeakerDB("speakers.db", embedder.model_id)
+    db = SpeakerDB("speakers.db", embedder.model_id, embedder.scorer)
     db.enroll("alice", embedder.embed_files(["a1.wav", "a2.wav"]))   # (K, D), appended
-    db.verify("alice", embedder.embed_file("probe.wav"))             # cosine score
-    db.identify(embedder.embed_file("probe.wav"), top=3)             # [(name, score), ...]
+    db.verify("alice", embedder.embed_file("probe.wav"))             # Match(name, score, llr)
+    db.identify(embedder.embed_file("probe.wav"), top=3)             # [Match, ...], best first
 
 One file, WAL mode (readers never block the writer). Each speaker keeps its enrollment
-embeddings and the id of the model that made them; a speaker is scored by the cosine
-between the probe and the mean of its L2-normalised enrollment embeddings. Embeddings
+embeddings and the id of the model that made them; a speaker is scored by the model's
+scorer (:class:`voiceprint.scoring.Scorer`: the same code evaluation scores with) on the
+speaker model, the normalised sum of its enrollment embeddings' scorer units. Embeddings
 from another model are refused with :class:`ModelMismatchError`, never compared.
 
-Identification keeps the normalised speaker means of this model as one (S, D) float32
-matrix in memory (rebuilt after any change, by this or another connection), so a probe
-costs one matrix-vector product and a partial sort: milliseconds for 100,000 speakers.
+Identification keeps the speaker models of this model as one (S, D) float32 matrix in
+memory, with their AS-norm statistics (rebuilt after any change, by this or another
+connection), so a probe costs one matrix-vector product and a partial sort: milliseconds
+for 100,000 speakers. A damaged row (a blob of the wrong size, another dimension,
+non-finite values) is reported in the log and left out, never breaking the others.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -25,6 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from voiceprint.scoring import Match, Scorer
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -95,14 +103,16 @@ def _check_name(name: str) -> str:
 class SpeakerDB:
     """Enrolled speakers in one SQLite file, bound to the model with id ``model_id``.
 
+    ``scorer`` is the model's (``embedder.scorer``); without one, plain cosine.
     ``path`` may be ``":memory:"``. The object is safe to share between threads.
     """
 
-    def __init__(self, path: str | Path, model_id: str) -> None:
+    def __init__(self, path: str | Path, model_id: str, scorer: Scorer | None = None) -> None:
         if not model_id:
             raise ValueError("SpeakerDB needs the id of the model that makes the embeddings")
         self.path = str(path)
         self.model_id = model_id
+        self.scorer = scorer or Scorer()
         if self.path != ":memory:":
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             self.path = str(Path(self.path).expanduser())
@@ -122,7 +132,7 @@ class SpeakerDB:
         version = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
         if int(version) != SCHEMA_VERSION:
             raise ValueError(f"{self.path}: speaker store schema {version} is not {SCHEMA_VERSION}")
-        self._cache: tuple[list[str], dict[str, int], np.ndarray] | None = None
+        self._cache: _Gallery | None = None
         self._cache_version: int | None = None
 
     # -- housekeeping -------------------------------------------------------------------
@@ -178,7 +188,8 @@ class SpeakerDB:
             raise ValueError(f"{len(sources)} sources for {len(embeddings)} embeddings")
         names = [_check_name(n) for n in names]
         dim = embeddings.shape[1]
-        units = _unit_rows(embeddings)
+        _unit_rows(embeddings)  # refuses zero and non-finite rows
+        units = self.scorer.units(embeddings).astype(np.float32)
         unique, inverse = np.unique(np.asarray(names), return_inverse=True)
         unique = unique.tolist()
         sums = np.zeros((len(unique), dim), dtype=np.float32)
@@ -260,23 +271,37 @@ class SpeakerDB:
             ).fetchall()
         return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
 
-    def verify(self, name: str, embedding: np.ndarray) -> float:
-        """Cosine score of ``embedding`` (D,) against speaker ``name``'s mean."""
+    @property
+    def gallery_size(self) -> int:
+        """How many speakers of this model identification searches."""
+        return len(self._means().names)
+
+    def verify(self, name: str, embedding: np.ndarray) -> Match:
+        """Score ``embedding`` (D,) against speaker ``name``: its score and LLR."""
         name = _check_name(name)
         probe = self._probe(embedding)
-        names, index, matrix = self._means()
-        if name not in index:
+        gallery = self._means()
+        if name not in gallery.index:
             info = self._info(name)  # raises UnknownSpeakerError when absent
             self._check_model(name, info.model_id)
-        self._check_dim(matrix, probe)
-        return float(matrix[index[name]] @ probe)
+            raise ValueError(f"speaker {name!r} has a damaged stored model: re-enroll it")
+        self._check_dim(gallery.models, probe)
+        row = gallery.index[name]
+        stats = None if gallery.stats is None else gallery.stats[row : row + 1]
+        score = self.scorer.score(gallery.models[row : row + 1], probe[None], stats)[0, 0]
+        return self.scorer.match(name, score)
 
-    def identify(self, embedding: np.ndarray, top: int = 5) -> list[tuple[str, float]]:
-        """The ``top`` best-scoring speakers of this model for ``embedding`` (D,), best first."""
+    def identify(self, embedding: np.ndarray, top: int = 5) -> list[Match]:
+        """The ``top`` best-scoring speakers of this model for ``embedding`` (D,), best first.
+
+        Open-set decisions take the gallery size into account:
+        ``decision.for_gallery(db.gallery_size)``.
+        """
         if top < 1:
             raise ValueError("top must be at least 1")
         probe = self._probe(embedding)
-        names, _, matrix = self._means()
+        gallery = self._means()
+        names = gallery.names
         if not names:
             others = len(self)
             if others:
@@ -285,12 +310,12 @@ class SpeakerDB:
                     f"{self.model_id}; re-enroll them with this model or use its own store"
                 )
             raise ValueError("no speakers are enrolled")
-        self._check_dim(matrix, probe)
-        scores = matrix @ probe
+        self._check_dim(gallery.models, probe)
+        scores = self.scorer.score(gallery.models, probe[None], gallery.stats)[:, 0]
         k = min(top, len(names))
         best = np.argpartition(-scores, k - 1)[:k] if k < len(names) else np.arange(len(names))
         best = best[np.argsort(-scores[best], kind="stable")]
-        return [(names[i], float(scores[i])) for i in best]
+        return [self.scorer.match(names[i], scores[i]) for i in best]
 
     # -- internals ------------------------------------------------------------------------
 
@@ -300,7 +325,8 @@ class SpeakerDB:
             probe = probe[0]
         if probe.ndim != 1:
             raise ValueError(f"a probe embedding must be (D,), got {probe.shape}")
-        return _unit_rows(probe[None])[0]
+        _unit_rows(probe[None])  # refuses zero and non-finite probes
+        return self.scorer.units(probe)
 
     @staticmethod
     def _check_dim(matrix: np.ndarray, probe: np.ndarray) -> None:
@@ -338,8 +364,8 @@ class SpeakerDB:
                 found[name] = (model_id, dim, count, unit_sum)
         return found
 
-    def _means(self) -> tuple[list[str], dict[str, int], np.ndarray]:
-        """Cached (names, name -> row, normalised means (S, D) float32) of this model."""
+    def _means(self) -> _Gallery:
+        """Cached speaker models of this model (damaged rows reported and left out)."""
         with self._lock:
             version = self._data_version()
             if self._cache is not None and self._cache_version == version:
@@ -348,16 +374,46 @@ class SpeakerDB:
                 "SELECT name, dim, unit_sum FROM speakers WHERE model_id = ? ORDER BY name",
                 (self.model_id,),
             ).fetchall()
-            names = [r[0] for r in rows]
-            dim = rows[0][1] if rows else 0
-            if rows:
-                sums = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32)
-                means = _unit_rows(sums.reshape(len(rows), dim)).astype(np.float32)
+            dims = [r[1] for r in rows]
+            dim = max(set(dims), key=dims.count) if rows else 0
+            names, sums = [], []
+            for name, row_dim, blob in rows:
+                problem = _damage(row_dim, blob, dim)
+                if problem:
+                    log.warning("%s: speaker %r left out: %s", self.path, name, problem)
+                    continue
+                names.append(name)
+                sums.append(np.frombuffer(blob, dtype=np.float32))
+            if sums:
+                models = _unit_rows(np.stack(sums)).astype(np.float32)
             else:
-                means = np.zeros((0, dim), dtype=np.float32)
-            self._cache = (names, {n: i for i, n in enumerate(names)}, means)
+                models = np.zeros((0, dim), dtype=np.float32)
+            stats = self.scorer.norm_stats(models) if len(models) else None
+            self._cache = _Gallery(names, {n: i for i, n in enumerate(names)}, models, stats)
             self._cache_version = version
             return self._cache
+
+
+@dataclass
+class _Gallery:
+    """Speaker models of one model: names, name -> row, (S, D) unit rows, AS-norm stats."""
+
+    names: list[str]
+    index: dict[str, int]
+    models: np.ndarray
+    stats: np.ndarray | None
+
+
+def _damage(dim: int, blob: bytes, expected_dim: int) -> str:
+    """Why a stored speaker row cannot be used ("" when it can)."""
+    if dim != expected_dim:
+        return f"{dim}-dim, the others {expected_dim}-dim"
+    if not isinstance(blob, bytes) or len(blob) != 4 * dim:
+        return f"a {len(blob) if isinstance(blob, bytes) else '?'}-byte blob for {dim} dims"
+    vector = np.frombuffer(blob, dtype=np.float32)
+    if not np.all(np.isfinite(vector)) or not np.any(vector):
+        return "non-finite or all-zero values"
+    return ""
 
 
 class _Transaction:

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    from voiceprint.training.allocator import keep_freed_memory
+    from voiceprint.allocator import keep_freed_memory
 
     keep_freed_memory()  # training and batch embedding reuse large buffers (~1.55x on CPU)
     try:

@@ -1,10 +1,13 @@
-"""Lab stages: ``prepare``, ``train``, ``evaluate`` and ``run`` (all three)."""
+"""Lab stages: ``prepare``, ``train`` (ending with the back-end fit), ``evaluate`` and
+``run`` (all three)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+from pathlib import Path
 
 from voiceprint.config import ExperimentConfig, load_config
 
@@ -55,18 +58,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         prepared = prepare(config, progress=not args.quiet)
     path = train(config, prepared, resume=args.resume, progress=not args.quiet)
+    release_backend(path, config, not args.quiet)
     print(f"checkpoint: {path}")
     return 0
 
 
+def release_backend(checkpoint: Path, config: ExperimentConfig, progress: bool) -> None:
+    """Fit the scorer's back-end into the trained checkpoint (on the main process only)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    from voiceprint.calibration import release
+
+    release(checkpoint, config, progress=progress)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from voiceprint.cli.use import model_path
     from voiceprint.evaluation import evaluate
 
     results = evaluate(
-        args.exp,
+        model_path(args.model),
         root=args.root,
         data_dir=args.data,
         trials=args.trials,
+        out_dir=args.out,
         overrides=args.overrides,
         progress=not args.quiet,
     )
@@ -74,7 +89,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         json.dumps(
             {
                 k: results[k]
-                for k in ("eer", "eer_ci95", "eer_threshold", "min_dcf", "n_target", "n_nontarget")
+                for k in (
+                    "eer",
+                    "eer_ci95",
+                    "min_dcf",
+                    "min_dcf_ci95",
+                    "act_dcf",
+                    "n_target",
+                    "n_nontarget",
+                )
+                if k in results
             },
             indent=2,
         )
@@ -90,11 +114,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     prepared = prepare(config, progress=not args.quiet)
     checkpoint = train(config, prepared, resume=args.resume, progress=not args.quiet)
+    release_backend(checkpoint, config, not args.quiet)
     results = evaluate(checkpoint, progress=not args.quiet)
+    actual = f", actual DCF {results['act_dcf']:.3f}" if "act_dcf" in results else ""
     print(
         f"{config.name}: EER {100 * results['eer']:.2f}% "
         f"(95% CI {100 * results['eer_ci95'][0]:.2f}-{100 * results['eer_ci95'][1]:.2f}), "
-        f"minDCF {results['min_dcf']:.3f}; outputs in {config.out_dir}"
+        f"minDCF {results['min_dcf']:.3f}{actual}; outputs in {config.out_dir}"
     )
     return 0
 
@@ -110,10 +136,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reprepare", action="store_true", help="re-run prepare first")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="EER, minDCF, ROC and DET of a trained experiment")
-    p.add_argument("--exp", required=True, help="experiment folder exp/<name> or checkpoint")
+    p = sub.add_parser(
+        "evaluate", help="EER, minDCF, actual DCF, ROC and DET of a model, as deployed"
+    )
+    p.add_argument(
+        "--model",
+        "--exp",
+        dest="model",
+        help="experiment folder exp/<name>, checkpoint (.pth) or ONNX file (default: the "
+        "packaged default model)",
+    )
     p.add_argument("--root", help="score on this corpus' test speakers instead")
     p.add_argument("--data", help="score on this Kaldi data folder instead")
+    p.add_argument("--out", help="output folder (default: beside the model)")
     p.add_argument("--trials", choices=("pairs", "enroll"), help="trial list (default: config)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(

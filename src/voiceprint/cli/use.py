@@ -1,9 +1,12 @@
-"""Using a trained model: enroll, verify, identify, compare, speakers, export, serve.
+"""Using a trained model: enroll, verify, identify, compare, speakers, calibrate, export,
+serve.
 
-Exit codes: ``verify`` and ``compare`` exit 0 when the score reaches the threshold
-(ACCEPT), 1 when it does not (REJECT); ``identify`` exits 0 when its best match is
-accepted and 1 otherwise; every command exits 2 on an error (one line on stderr), and
-a decision without any threshold (none stored with the model, none given) is an error.
+Every decision is taken by the model's scorer on its calibrated LLR (``Decision``): the
+printed line gives the score, the LLR (for a calibrated model) and the threshold.
+Exit codes: ``verify`` and ``compare`` exit 0 when the LLR reaches the threshold
+(ACCEPT), 1 when it does not (REJECT); ``identify`` exits 0 when its best match is named
+and 1 when the voice is unknown; every command exits 2 on an error (one line on stderr),
+and a decision without any threshold (none stored with the model, none given) is an error.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from voiceprint.embedder import Decision, Embedder
+from voiceprint.embedder import Embedder
+from voiceprint.scoring import Decision, Match
 
 DEFAULT_DB = "~/.voiceprint/speakers.db"
 
@@ -54,16 +58,20 @@ def load_model(arg: str | None) -> Embedder:
 
 
 def choose_decision(
-    embedder: Embedder, threshold: float | None, far: float | None
+    embedder: Embedder,
+    threshold: float | None,
+    far: float | None,
+    p_target: float | None = None,
 ) -> Decision | None:
-    """``--threshold`` wins; ``--far`` uses the model's FAR calibration when it has one
-    (else its stored EER threshold, with a note on stderr); else the stored decision."""
+    """``--threshold`` (on the LLR) wins; then ``--far`` (a threshold measured at that
+    false-accept rate where the model was calibrated); then ``--p-target`` (the Bayes
+    decision at that prior); else the model's stored decision."""
     if threshold is not None:
         return Decision(float(threshold), "manual")
+    stored = embedder.decision
     if far is not None:
-        stored = embedder.decision
         if stored is None:
-            raise ValueError("--far needs a model evaluated by voiceprint (no threshold stored)")
+            raise ValueError("--far needs a calibrated model (no thresholds stored)")
         if not stored.far_points:
             print(
                 f"note: the model has no false-accept calibration; using its stored "
@@ -72,21 +80,27 @@ def choose_decision(
             )
             return stored
         return stored.at_far(far)
-    return embedder.decision
+    if p_target is not None:
+        if not embedder.scorer.calibrated:
+            raise ValueError("--p-target needs a calibrated model (its scores are not LLRs)")
+        return (stored or Decision(0.0)).at_prior(p_target)
+    return stored
 
 
-def _verdict(score: float, decision: Decision | None) -> tuple[str, bool | None]:
+def _verdict(match: Match, decision: Decision | None, calibrated: bool) -> tuple[str, bool | None]:
+    text = f"score {match.score:.3f}  " + (f"llr {match.llr:.2f}  " if calibrated else "")
     if decision is None:
-        return f"score {score:.3f}  threshold none", None
-    accepted = score >= decision.threshold
-    text = f"score {score:.3f}  threshold {decision.threshold:.3f}  "
-    return text + ("ACCEPT" if accepted else "REJECT"), accepted
+        return text + "threshold none", None
+    accepted = decision.accepts(match.llr)
+    return text + f"threshold {decision.threshold:.3f}  " + (
+        "ACCEPT" if accepted else "REJECT"
+    ), accepted
 
 
 def _no_threshold() -> int:
     print(
-        "voiceprint: error: the model has no stored threshold (evaluate it with "
-        "'voiceprint evaluate') and none was given: pass --threshold",
+        "voiceprint: error: the model has no stored threshold (calibrate it with "
+        "'voiceprint calibrate') and none was given: pass --threshold",
         file=sys.stderr,
     )
     return 2
@@ -96,12 +110,17 @@ def _progress() -> bool:
     return sys.stderr.isatty()
 
 
-def cmd_enroll(args: argparse.Namespace) -> int:
+def open_store(embedder: Embedder, arg: str | None):  # noqa: ANN201 - SpeakerDB, lazily
+    """The speaker store for ``--db`` bound to this model and its scorer."""
     from voiceprint.store import SpeakerDB
 
+    return SpeakerDB(db_path(arg), embedder.model_id, embedder.scorer)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
     embedder = load_model(args.model)
     embeddings = embedder.embed_files(args.files, progress=_progress() and len(args.files) > 1)
-    with SpeakerDB(db_path(args.db), embedder.model_id) as db:
+    with open_store(embedder, args.db) as db:
         total = db.enroll(args.name, embeddings, sources=[str(f) for f in args.files])
     print(
         f"enrolled {args.name}: {len(args.files)} file(s), {total} embedding(s) in total "
@@ -111,14 +130,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from voiceprint.store import SpeakerDB
-
     embedder = load_model(args.model)
-    decision = choose_decision(embedder, args.threshold, args.far)
+    decision = choose_decision(embedder, args.threshold, args.far, args.p_target)
     probe = embedder.embed_file(args.file)
-    with SpeakerDB(db_path(args.db), embedder.model_id) as db:
-        score = db.verify(args.name, probe)
-    text, accepted = _verdict(score, decision)
+    with open_store(embedder, args.db) as db:
+        match = db.verify(args.name, probe)
+    text, accepted = _verdict(match, decision, embedder.scorer.calibrated)
     print(f"{args.name}  {text}")
     if accepted is None:
         return _no_threshold()
@@ -126,32 +143,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    from voiceprint.store import SpeakerDB
-
     embedder = load_model(args.model)
-    decision = choose_decision(embedder, args.threshold, args.far)
+    decision = choose_decision(embedder, args.threshold, args.far, args.p_target)
     probe = embedder.embed_file(args.file)
-    with SpeakerDB(db_path(args.db), embedder.model_id) as db:
+    with open_store(embedder, args.db) as db:
         ranked = db.identify(probe, top=args.top)
-    width = max(len(name) for name, _ in ranked)
-    best = None
-    for rank, (name, score) in enumerate(ranked, 1):
-        text, accepted = _verdict(score, decision)
-        best = accepted if rank == 1 else best
-        print(f"{rank:>2}  {name:<{width}}  {text}")
-    if best is None:
+        gallery = db.gallery_size
+    if decision is None:
         return _no_threshold()
-    return 0 if best else 1
+    # Open set: the best match is named only when it clears the gallery-size threshold.
+    open_set = decision.for_gallery(gallery)
+    width = max(len(m.name) for m in ranked)
+    for rank, match in enumerate(ranked, 1):
+        text, _ = _verdict(match, open_set, embedder.scorer.calibrated)
+        print(f"{rank:>2}  {match.name:<{width}}  {text}")
+    best = ranked[0]
+    named = open_set.accepts(best.llr)
+    print(
+        f"identified: {best.name}" if named else "identified: unknown",
+        f"(among {gallery} enrolled speaker(s))",
+    )
+    return 0 if named else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from voiceprint.scoring import cosine_scores
-
     embedder = load_model(args.model)
-    decision = choose_decision(embedder, args.threshold, args.far)
+    decision = choose_decision(embedder, args.threshold, args.far, args.p_target)
     first, second = embedder.embed_files([args.first, args.second], progress=False)
-    score = float(cosine_scores(first[None], second[None])[0, 0])
-    text, accepted = _verdict(score, decision)
+    scorer = embedder.scorer
+    score = scorer.score(scorer.speaker_model(first[None])[None], scorer.units(second[None]))
+    text, accepted = _verdict(
+        scorer.match(str(args.second), float(score[0, 0])), decision, scorer.calibrated
+    )
     print(f"{args.first}  {args.second}  {text}")
     if accepted is None:
         return _no_threshold()
@@ -165,7 +188,7 @@ def cmd_speakers(args: argparse.Namespace) -> int:
     if args.model or os.environ.get("VOICEPRINT_MODEL") or default_model():
         current = load_model(args.model).model_id
     path = db_path(args.db)
-    with SpeakerDB(path, current or "(listing)") as db:
+    with SpeakerDB(path, current or "(listing)") as db:  # lists and removes: no scoring
         if args.remove:
             count = db.remove(args.remove)
             print(f"removed {args.remove} ({count} embedding(s)) from {path}")
@@ -179,6 +202,59 @@ def cmd_speakers(args: argparse.Namespace) -> int:
     for s in speakers:
         other = "" if current is None or s.model_id == current else "  (another model)"
         print(f"{s.name:<{width}}  {s.count:>10}  {s.model_id}{other}")
+    return 0
+
+
+def labelled_recordings(data: str | None, root: str | None, splits: list[str]) -> list:
+    """Utterances of a Kaldi folder (``--data``) or of an AISHELL-layout tree (``--root``:
+    every split folder present, or those named by ``--split``)."""
+    from voiceprint.data.corpus import CorpusError, find_wav_root, read_kaldi_dir, scan_split
+
+    if bool(data) == bool(root):
+        raise ValueError("give one of --data (a Kaldi folder) or --root (AISHELL layout)")
+    if data:
+        return read_kaldi_dir(data)
+    present = [s for s in ("train", "dev", "test") if (find_wav_root(root) / s).is_dir()]
+    chosen = splits or present
+    missing = sorted(set(chosen) - set(present))
+    if missing:
+        raise CorpusError(f"{root} has no wav/{missing[0]}/ folder")
+    return [u for split in chosen for u in scan_split(root, split)]
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import warnings
+
+    from voiceprint.calibration import recalibrate
+
+    utts = labelled_recordings(args.data, args.root, args.split or [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = recalibrate(
+            model_path(args.model),
+            utts,
+            args.out,
+            enroll_utts=args.enroll_utts,
+            p_target=args.p_target,
+            far=args.far,
+            report_dir=args.report,
+            progress=_progress(),
+            source=str(args.data or args.root),
+        )
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    lo, hi = report["eer_ci95"]
+    dlo, dhi = report["min_dcf_ci95"]
+    alo, ahi = report["act_dcf_ci95"]
+    print(
+        f"calibrated on {report['n_speakers']} speakers, {report['n_target']} target and "
+        f"{report['n_nontarget']} non-target trials\n"
+        f"EER {100 * report['eer']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]  "
+        f"minDCF({report['p_target']:g}) {report['min_dcf']:.3f} [{dlo:.3f}, {dhi:.3f}]  "
+        f"actual DCF {report['act_dcf']:.3f} [{alo:.3f}, {ahi:.3f}] (cross-fitted)\n"
+        f"decision: {report['decision']['rule']} threshold {report['decision']['threshold']:.3f}"
+        f"\nwrote {report['out']}; report and calibration plot in {report['report']}"
+    )
     return 0
 
 
@@ -219,7 +295,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         db_path(args.db),
         api_key=api_key,
         max_upload_mb=args.max_upload_mb,
-        decision=choose_decision(embedder, args.threshold, args.far),
+        max_audio_seconds=args.max_audio_seconds,
+        decision=choose_decision(embedder, args.threshold, args.far, args.p_target),
     )
     print(
         f"serving model {embedder.model_id} ({embedder.backend}) on http://{args.host}:{args.port}/"
@@ -242,12 +319,20 @@ def _common(parser: argparse.ArgumentParser, decide: bool = True, db: bool = Tru
         )
     if decide:
         parser.add_argument(
-            "--threshold", type=float, help="accept when score >= this (overrides the model's)"
+            "--threshold",
+            type=float,
+            help="accept when the LLR (the score, for an uncalibrated model) >= this",
         )
         parser.add_argument(
             "--far",
             type=float,
-            help="choose the threshold at this false-accept rate (from the model's evaluation)",
+            help="the threshold at this false-accept rate (measured where the model was "
+            "calibrated)",
+        )
+        parser.add_argument(
+            "--p-target",
+            type=float,
+            help="the Bayes decision at this prior of a target trial (calibrated models)",
         )
 
 
@@ -282,6 +367,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _common(p, decide=False)
     p.set_defaults(func=cmd_speakers)
 
+    p = sub.add_parser(
+        "calibrate", help="a copy of the model calibrated on your own labelled recordings"
+    )
+    p.add_argument(
+        "--model", help="model to calibrate (default: $VOICEPRINT_MODEL or the packaged one)"
+    )
+    p.add_argument("--data", help="Kaldi data folder (wav.scp + utt2spk)")
+    p.add_argument("--root", help="AISHELL-layout tree (<root>/wav/<split>/<speaker>/...)")
+    p.add_argument("--split", action="append", help="with --root: only this split (repeatable)")
+    p.add_argument("--out", required=True, help="the calibrated copy (.pth or .onnx)")
+    p.add_argument("--report", help="report folder (default: <out>_calibration/)")
+    p.add_argument(
+        "--enroll-utts", type=int, default=1, help="clips per speaker model in the trials (1)"
+    )
+    p.add_argument("--p-target", type=float, default=0.01, help="target prior (default 0.01)")
+    p.add_argument("--far", type=float, help="make the default decision the threshold at this FAR")
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("export", help="write a checkpoint as one ONNX file")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--exp", help="experiment folder holding one *_checkpoint.pth")
@@ -298,5 +401,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="require this X-API-Key for enroll/delete (default: $VOICEPRINT_API_KEY; none = open)",
     )
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="upload limit (default 10)")
+    p.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=300.0,
+        help="longest recording accepted, in seconds (default 300)",
+    )
     _common(p)
     p.set_defaults(func=cmd_serve)

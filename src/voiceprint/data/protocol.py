@@ -10,6 +10,10 @@ Two trial lists over the test utterances:
   speaker.
 
 Trial files use Kaldi's format: ``<enroll> <test> target|nontarget``.
+
+Several corpora (``data.corpora``) train together with ids prefixed ``<corpus>-``; a share
+of the training speakers (``data.heldout_share``) goes to ``calibration/`` instead of
+``train/``: the trainer never sees them, and the back-end is calibrated on them.
 """
 
 from __future__ import annotations
@@ -128,12 +132,55 @@ def read_trials(path: str | Path) -> list[Trial]:
     return trials
 
 
+def prefixed(utts: list[Utterance], corpus: str) -> list[Utterance]:
+    """The same utterances with speaker and utterance ids prefixed ``<corpus>-``."""
+    return [Utterance(f"{corpus}-{u.utt}", f"{corpus}-{u.speaker}", u.path) for u in utts]
+
+
+def corpus_of(speaker: str, corpora: list[str]) -> str:
+    """The corpus whose ``<corpus>-`` prefix ``speaker`` carries ("" for none)."""
+    return next((c for c in corpora if speaker.startswith(f"{c}-")), "")
+
+
+def hold_out(
+    utts: list[Utterance], share: float, seed: int, corpora: list[str] | None = None
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Split off ``share`` of the speakers (per corpus, seeded) -> (kept, held out).
+
+    Only speakers with at least 2 utterances can be held out (a trial needs two); within
+    each corpus ``round(share * speakers)`` of them are drawn, at least one when
+    ``share > 0``.
+    """
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"data.heldout_share must lie in [0, 1), got {share}")
+    if share == 0.0:
+        return utts, []
+    groups = by_speaker(utts)
+    rng = random.Random(seed)
+    held: set[str] = set()
+    names = corpora or [""]
+    for corpus in names:
+        speakers = sorted(s for s in groups if corpus_of(s, names) == corpus)
+        eligible = [s for s in speakers if len(groups[s]) >= 2]
+        n = min(max(1, round(share * len(speakers))), len(eligible))
+        held.update(rng.sample(eligible, n))
+    kept = [u for u in utts if u.speaker not in held]
+    out = [u for u in utts if u.speaker in held]
+    log.info("held out %d speakers (%d utterances) for calibration", len(held), len(out))
+    return kept, out
+
+
 @dataclass
 class Prepared:
-    """The folders :func:`prepare` wrote: ``train/`` and ``test/`` Kaldi data folders."""
+    """The folders :func:`prepare` wrote: ``train/`` and ``test/`` Kaldi data folders
+    (and ``calibration/``, the held-out training speakers, when any were held out)."""
 
     train_dir: Path
     test_dir: Path
+
+    @property
+    def calibration_dir(self) -> Path:
+        return self.train_dir.parent / "calibration"
 
     @property
     def train(self) -> list[Utterance]:
@@ -183,22 +230,50 @@ def prepare_test(utts: list[Utterance], data: DataConfig, out_dir: Path) -> Path
     return out_dir
 
 
-def prepare(config: ExperimentConfig, progress: bool = True) -> Prepared:
-    """Apply the protocol and write ``exp/<name>/data/{train,test}``.
+def dev_root(data: DataConfig) -> Path | None:
+    """The root whose test split is the experiment's dev set (``data.dev_corpus``)."""
+    if not data.corpora:
+        return Path(data.root).expanduser() if data.root else None
+    name = data.dev_corpus or next(iter(data.corpora))
+    if name not in data.corpora:
+        raise CorpusError(
+            f"data.dev_corpus {name!r} is not one of data.corpora ({', '.join(data.corpora)})"
+        )
+    return Path(data.corpora[name]).expanduser()
 
-    Training data comes from ``data.kaldi_dir`` when set, else from ``<root>/wav/train``;
-    test data from ``<root>/wav/test``.
+
+def prepare(config: ExperimentConfig, progress: bool = True) -> Prepared:
+    """Apply the protocol and write ``exp/<name>/data/{train,calibration,test}``.
+
+    Training data comes from ``data.kaldi_dir`` when set, else from the train splits of
+    ``data.corpora`` (ids prefixed per corpus), else from ``<root>/wav/train``; test data
+    from the dev corpus' (or the root's) ``wav/test``. ``data.heldout_share`` of the
+    selected training speakers go to ``calibration/`` instead of ``train/``.
     """
     data = config.data
     out = config.out_dir / "data"
     if data.kaldi_dir:
         train_pool = read_kaldi_dir(data.kaldi_dir)
-        root = Path(data.root).expanduser() if data.root else None
+        root = dev_root(data)
+    elif data.corpora:
+        train_pool = [
+            u
+            for name, corpus in data.corpora.items()
+            for u in prefixed(scan_split(corpus, "train"), name)
+        ]
+        root = dev_root(data)
     else:
         root = corpus_root(data, progress)
         train_pool = scan_split(root, "train")
     train = select(train_pool, data.train_speakers, data.train_utts, data.seed, "train")
+    train, heldout = hold_out(train, data.heldout_share, data.seed + 2, list(data.corpora))
     write_kaldi_dir(out / "train", train)
+    if heldout:
+        write_kaldi_dir(out / "calibration", heldout)
+    elif (out / "calibration").is_dir():
+        import shutil
+
+        shutil.rmtree(out / "calibration")  # a stale split from an earlier prepare
     if root is None:
         raise CorpusError("data.kaldi_dir is set but no data.root gives the test speakers")
     prepare_test(scan_split(root, "test"), data, out / "test")

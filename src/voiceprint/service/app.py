@@ -7,18 +7,22 @@ Endpoints (audio travels as multipart file uploads, any format audio.decode_byte
 
     GET    /health                  model id, backend, threshold, number of speakers
     POST   /v1/embed                file                  -> embedding
-    POST   /v1/compare              first, second         -> score, decision
+    POST   /v1/compare              first, second         -> score, llr, decision
     POST   /v1/enroll      (key)    name, file (1 or more) -> count
-    POST   /v1/verify               name, file            -> score, decision
-    POST   /v1/identify             file, top             -> candidates, best first
+    POST   /v1/verify               name, file            -> score, llr, decision
+    POST   /v1/identify             file, top             -> candidates, best first, and
+                                                             who it is (or "unknown")
     GET    /v1/speakers                                   -> enrolled speakers
     DELETE /v1/speakers/{name} (key)                      -> removed count
     GET    /                        the browser page (voiceprint/web), /docs the OpenAPI docs
 
-Errors are JSON ``{"detail": "..."}``: 400 bad audio (the decoder's message naming the
-upload), 401 missing / 403 wrong ``X-API-Key`` on the store-changing endpoints when a key
-is configured, 404 unknown speaker, 409 embeddings of another model, 413 a request body
-over ``max_upload_mb``, 422 missing fields.
+Scores, LLRs and decisions come from the model's scorer (``voiceprint.scoring``), the
+same code evaluation measures; identification is open-set (the gallery-size threshold of
+``Decision.for_gallery``). Errors are JSON ``{"detail": "..."}``: 400 bad audio (the
+decoder's message naming the upload) or no speech in it, 413 audio longer than
+``max_audio_seconds``, 401 missing / 403 wrong ``X-API-Key`` on the store-changing
+endpoints when a key is configured, 404 unknown speaker, 409 embeddings of another
+model, 413 a request body over ``max_upload_mb``, 422 missing fields.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from voiceprint import audio
-from voiceprint.embedder import Decision, Embedder
+from voiceprint.embedder import Embedder
+from voiceprint.scoring import Decision, Match
 from voiceprint.store import ModelMismatchError, SpeakerDB, UnknownSpeakerError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -61,6 +66,7 @@ class Embedding(BaseModel):
 
 class Verdict(BaseModel):
     score: float
+    llr: float  # calibrated log-likelihood ratio (the score, for an uncalibrated model)
     threshold: float | None
     accepted: bool | None
     decision: str  # ACCEPT | REJECT | NO THRESHOLD
@@ -77,6 +83,8 @@ class Candidate(Verdict):
 class Identification(BaseModel):
     candidates: list[Candidate]
     best: Candidate
+    identified: str  # the best candidate's name when accepted, else "unknown"
+    gallery_size: int
 
 
 class Enrollment(BaseModel):
@@ -159,13 +167,15 @@ def create_app(
     api_key: str | None = None,
     max_upload_mb: float = 10.0,
     decision: Decision | None = None,
+    max_audio_seconds: float = 300.0,
 ) -> FastAPI:
     """The service for one model and one speaker store.
 
-    ``decision`` overrides the model's stored threshold; ``api_key`` (when set) is
-    required as header ``X-API-Key`` by enroll and delete.
+    ``decision`` overrides the model's stored decision; ``api_key`` (when set) is
+    required as header ``X-API-Key`` by enroll and delete; uploads longer than
+    ``max_audio_seconds`` of audio are refused (413).
     """
-    db = SpeakerDB(db_path, embedder.model_id)
+    db = SpeakerDB(db_path, embedder.model_id, embedder.scorer)
     decision = decision or embedder.decision
     app = FastAPI(
         title="voiceprint",
@@ -187,27 +197,39 @@ def create_app(
 
     def decode(upload: UploadFile) -> np.ndarray:
         data = upload.file.read()
+        name = upload.filename or "upload"
         try:
-            return audio.decode_bytes(data, embedder.sample_rate, name=upload.filename or "upload")
+            wave = audio.decode_bytes(data, embedder.sample_rate, name=name)
         except audio.AudioError as err:
             raise HTTPException(400, str(err)) from err
+        seconds = len(wave) / embedder.sample_rate
+        if seconds > max_audio_seconds:
+            raise HTTPException(
+                413,
+                f"{name}: {seconds:.1f} s of audio is longer than this service accepts "
+                f"({max_audio_seconds:g} s)",
+            )
+        return wave
 
     def embed_wave(wave: np.ndarray, upload: UploadFile) -> np.ndarray:
+        name = upload.filename or "upload"
         try:
-            return embedder.embed_batch([wave], [upload.filename or "upload"])[0]
-        except audio.AudioError as err:  # e.g. shorter than the model's minimum
+            return embedder.embed_batch([embedder.speech(wave, name)], [name])[0]
+        except audio.AudioError as err:  # no speech, or shorter than the model's minimum
             raise HTTPException(400, str(err)) from err
 
     def embed(upload: UploadFile) -> np.ndarray:
         return embed_wave(decode(upload), upload)
 
-    def verdict(score: float) -> dict[str, Any]:
-        if decision is None:
-            return {"score": score, "threshold": None, "accepted": None, "decision": "NO THRESHOLD"}
-        accepted = score >= decision.threshold
+    def verdict(match: Match, chosen: Decision | None = None) -> dict[str, Any]:
+        chosen = chosen or decision
+        out = {"score": match.score, "llr": match.llr}
+        if chosen is None:
+            return {**out, "threshold": None, "accepted": None, "decision": "NO THRESHOLD"}
+        accepted = chosen.accepts(match.llr)
         return {
-            "score": score,
-            "threshold": decision.threshold,
+            **out,
+            "threshold": chosen.threshold,
             "accepted": accepted,
             "decision": "ACCEPT" if accepted else "REJECT",
         }
@@ -251,10 +273,11 @@ def create_app(
         first: Annotated[UploadFile, File(description="first recording")],
         second: Annotated[UploadFile, File(description="second recording")],
     ) -> dict:
-        """Are two recordings of the same speaker? Cosine score and decision."""
+        """Are two recordings of the same speaker? Score, LLR and decision."""
         a, b = embed(first), embed(second)
-        score = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-        return verdict(score)
+        scorer = embedder.scorer
+        score = scorer.score(scorer.speaker_model(a[None])[None], scorer.units(b[None]))[0, 0]
+        return verdict(scorer.match(second.filename or "second", score))
 
     @app.post(
         "/v1/enroll",
@@ -282,26 +305,36 @@ def create_app(
         """Is this recording spoken by ``name``? Score against the speaker's enrollment."""
         probe = embed(file)
         try:
-            score = db.verify(name, probe)
+            match = db.verify(name, probe)
         except (ValueError, KeyError) as err:
             raise store_errors(err) from err
-        return {"name": name.strip(), **verdict(score)}
+        return {"name": name.strip(), **verdict(match)}
 
     @app.post("/v1/identify", response_model=Identification, tags=["store"])
     def identify(
         file: Annotated[UploadFile, File(description="a recording")],
         top: Annotated[int, Form(ge=1, le=100, description="candidates to return")] = 5,
     ) -> dict:
-        """Who among the enrolled speakers is this? The best ``top`` candidates."""
+        """Who among the enrolled speakers is this? The best ``top`` candidates, each
+        judged against the open-set threshold for the gallery's size, and the answer:
+        the best one's name when accepted, else "unknown"."""
         probe = embed(file)
         try:
             ranked = db.identify(probe, top=top)
+            gallery = db.gallery_size
         except ModelMismatchError as err:
             raise store_errors(err) from err
         except ValueError as err:
             raise HTTPException(404, str(err)) from err
-        candidates = [{"name": n, **verdict(s)} for n, s in ranked]
-        return {"candidates": candidates, "best": candidates[0]}
+        open_set = decision.for_gallery(gallery) if decision is not None else None
+        candidates = [{"name": m.name, **verdict(m, open_set)} for m in ranked]
+        best = candidates[0]
+        return {
+            "candidates": candidates,
+            "best": best,
+            "identified": best["name"] if best["accepted"] else "unknown",
+            "gallery_size": gallery,
+        }
 
     @app.get("/v1/speakers", response_model=SpeakerList, tags=["store"])
     def speakers() -> dict:

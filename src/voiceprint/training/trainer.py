@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from voiceprint.allocator import keep_freed_memory
+from voiceprint.artifact import load_checkpoint, save_checkpoint
 from voiceprint.config import ExperimentConfig, TrainConfig, save_config
 from voiceprint.data.dataset import (
     CropBatches,
@@ -30,8 +32,6 @@ from voiceprint.data.protocol import Prepared
 from voiceprint.features import build_frontend
 from voiceprint.losses import build_loss
 from voiceprint.models import build_model
-from voiceprint.training.allocator import keep_freed_memory
-from voiceprint.training.checkpoint import load_checkpoint, save_checkpoint
 from voiceprint.training.distributed import (
     DistInfo,
     all_reduce_mean,

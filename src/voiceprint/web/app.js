@@ -74,7 +74,8 @@ function showDecision(verdict, label) {
   box.textContent = verdict.decision;
   box.dataset.state = verdict.accepted === true ? "accept" : verdict.accepted === false ? "reject" : "none";
   const threshold = verdict.threshold === null ? "none" : verdict.threshold.toFixed(3);
-  $("detail").textContent = `${label} — score ${verdict.score.toFixed(3)} · threshold ${threshold}`;
+  $("detail").textContent =
+    `${label} — score ${verdict.score.toFixed(3)} · LLR ${verdict.llr.toFixed(2)} · threshold ${threshold}`;
 }
 
 function clearResult() {
@@ -120,7 +121,12 @@ async function act(kind) {
       form.append("file", clip.blob, clip.name);
       form.append("top", "5");
       const r = await call("POST", "/v1/identify", form);
-      showDecision(r.best, `best match ${r.best.name}`);
+      showDecision(
+        r.best,
+        r.identified === "unknown"
+          ? `unknown voice (closest of ${r.gallery_size}: ${r.best.name})`
+          : `identified as ${r.identified}`,
+      );
       for (const c of r.candidates) {
         const li = document.createElement("li");
         li.textContent = `${c.name} — score ${c.score.toFixed(3)} ${c.decision}`;

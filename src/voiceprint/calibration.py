@@ -1,0 +1,369 @@
+"""Fit a model's scorer: the back-end on training speakers, calibration on held-out ones.
+
+    backend = fit_backend(embedder, train_utts, heldout_utts, config.eval)
+    release(checkpoint, config)              # the same, written into the checkpoint
+    recalibrate("model.onnx", user_utts, "mine.onnx")   # `voiceprint calibrate`
+
+* Mean and AS-norm cohort come from the training speakers' embeddings (a cohort of at
+  most ``MAX_COHORT`` speaker means).
+* The score -> LLR map and the thresholds are fitted on trials of speakers the trainer
+  never saw (``data.heldout_share``), in the shape ``verify`` scores them: a speaker model
+  from ``k`` enrollment clips against single clips of every speaker of the same corpus
+  (``k = 1``: every pair of clips). Never on dev or test trials.
+* The default decision is the Bayes decision at the evaluation prior on calibrated LLRs,
+  with thresholds at false-accept rates measured on the held-out non-target trials. The
+  provenance (corpus, speakers, trials, their metrics) is recorded with the back-end.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voiceprint import metrics
+from voiceprint.config import EvalConfig, ExperimentConfig
+from voiceprint.data.corpus import Utterance, by_speaker, read_kaldi_dir
+from voiceprint.data.protocol import corpus_of, enroll_trials, pair_trials
+from voiceprint.embedder import Embedder
+from voiceprint.scoring import Backend, Decision, ScoreCalibration, Scorer, bayes_threshold
+
+log = logging.getLogger(__name__)
+
+MAX_COHORT = 3000  # AS-norm cohort: at most this many training-speaker means
+
+# A false-accept rate needs about 30 non-target errors to be measured to within +-30%
+# with 90% confidence ("rule of 30"); fewer trials than 30 / far draws a warning.
+RULE_OF_30 = 30
+
+
+class SmallCalibrationSetWarning(UserWarning):
+    """The calibration data has too few non-target trials for the rate asked for."""
+
+
+@dataclass
+class TrialSet:
+    """Enroll-style trials over some utterances: speaker models (id -> clip ids) and trials."""
+
+    utts: list[Utterance]
+    enroll: dict[str, list[str]]
+    trials: list[tuple[str, str, bool]]
+
+    def labels(self) -> np.ndarray:
+        return np.array([t for _, _, t in self.trials], dtype=bool)
+
+    def speakers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The speaker on each side of each trial."""
+        spk = {u.utt: u.speaker for u in self.utts}
+        model_spk = {m: spk[ids[0]] for m, ids in self.enroll.items()}
+        return (
+            np.array([model_spk[a] for a, _, _ in self.trials]),
+            np.array([spk[b] for _, b, _ in self.trials]),
+        )
+
+
+def enroll_style_trials(
+    utts: Sequence[Utterance], enroll_utts: int = 1, corpora: Sequence[str] = ()
+) -> TrialSet:
+    """Trials as ``verify`` scores them, within each corpus (ids prefixed ``<corpus>-``).
+
+    ``enroll_utts == 1``: every unordered pair of clips (each clip is a one-clip speaker
+    model). ``enroll_utts == k > 1``: the first ``k`` clips of each speaker with more than
+    ``k`` enroll it, and every other clip of the corpus is scored against every model.
+    Trials across corpora are left out: a user's enrolled and probe voices share a domain.
+    """
+    if enroll_utts < 1:
+        raise ValueError(f"enroll_utts must be >= 1, got {enroll_utts}")
+    groups: dict[str, list[Utterance]] = {}
+    for u in utts:
+        groups.setdefault(corpus_of(u.speaker, list(corpora)), []).append(u)
+    enroll: dict[str, list[str]] = {}
+    trials: list[tuple[str, str, bool]] = []
+    for group in groups.values():
+        if enroll_utts == 1:
+            enroll.update({u.utt: [u.utt] for u in group})
+            trials.extend(pair_trials(group))
+            continue
+        speakers = by_speaker(group)
+        usable = [u for s, g in speakers.items() if len(g) > enroll_utts for u in g]
+        if len({u.speaker for u in usable}) < 2:
+            continue
+        models, these = enroll_trials(usable, enroll_utts)
+        enroll.update({f"{spk}#enroll": ids for spk, ids in models.items()})
+        trials.extend((f"{spk}#enroll", test, target) for spk, test, target in these)
+    labels = [t for _, _, t in trials]
+    if not any(labels) or all(labels):
+        raise ValueError(
+            f"calibration data of {len(list(utts))} clips gives no target or no non-target "
+            f"trials with {enroll_utts} enrollment clip(s): it needs at least two speakers "
+            f"with more than {enroll_utts} clip(s) each"
+        )
+    return TrialSet(list(utts), enroll, trials)
+
+
+def trial_units(
+    scorer: Scorer, trial_set: TrialSet, emb_by_utt: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Unit rows for every clip and every speaker model of ``trial_set``."""
+    units = dict(zip(emb_by_utt, scorer.units(np.stack(list(emb_by_utt.values()))), strict=True))
+    for model, ids in trial_set.enroll.items():
+        if len(ids) == 1:
+            units[model] = units[ids[0]]
+        else:
+            units[model] = scorer.speaker_model(np.stack([emb_by_utt[i] for i in ids]))
+    return units
+
+
+def score_trial_set(
+    scorer: Scorer, trial_set: TrialSet, emb_by_utt: dict[str, np.ndarray]
+) -> np.ndarray:
+    """(n,) scores of the trial set's trials through ``scorer``."""
+    units = trial_units(scorer, trial_set, emb_by_utt)
+    return scorer.score_trials(units, [(a, b) for a, b, _ in trial_set.trials])
+
+
+def fit_training_stats(
+    embedder: Embedder, train: Sequence[Utterance], ecfg: EvalConfig, seed: int, progress: bool
+) -> Backend:
+    """Mean (``eval.mean_subtract``) and AS-norm cohort (``eval.asnorm_top``) of training data."""
+    backend = Backend()
+    if not (ecfg.mean_subtract or ecfg.asnorm_top > 0):
+        return backend
+    emb = embedder.embed_files([u.path for u in train], progress=progress)
+    if ecfg.mean_subtract:
+        backend.mean = emb.mean(0).astype(np.float32)
+    if ecfg.asnorm_top > 0:
+        scorer = Scorer(Backend(mean=backend.mean))
+        units = scorer.units(emb)
+        groups: dict[str, list[int]] = {}
+        for i, u in enumerate(train):
+            groups.setdefault(u.speaker, []).append(i)
+        speakers = sorted(groups)
+        if len(speakers) > MAX_COHORT:
+            rng = np.random.default_rng(seed)
+            speakers = sorted(rng.choice(speakers, MAX_COHORT, replace=False).tolist())
+        cohort = np.stack([units[groups[s]].mean(0) for s in speakers])
+        cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+        backend.cohort = cohort.astype(np.float32)
+        backend.asnorm_top = min(ecfg.asnorm_top, len(speakers))
+    return backend
+
+
+def fit_calibration(
+    scorer: Scorer,
+    trial_set: TrialSet,
+    emb_by_utt: dict[str, np.ndarray],
+    p_target: float,
+    source: dict[str, Any],
+    far: float | None = None,
+) -> Backend:
+    """A copy of ``scorer``'s back-end with calibration, decision and provenance fitted
+    on ``trial_set``; warns when it has too few non-target trials for ``far``."""
+    scores = score_trial_set(scorer, trial_set, emb_by_utt)
+    labels = trial_set.labels()
+    calibration = ScoreCalibration().fit(scores[labels], scores[~labels], p_target=p_target)
+    llr = calibration.llr(scores)
+    n_non = int((~labels).sum())
+    if far is not None and far * n_non < RULE_OF_30:
+        warnings.warn(
+            f"{n_non} non-target trials measure a false-accept rate of {far:g} from "
+            f"{far * n_non:.1f} expected errors; about {RULE_OF_30 / far:,.0f} are needed "
+            f"for +-30% (rule of 30): the threshold is uncertain",
+            SmallCalibrationSetWarning,
+            stacklevel=2,
+        )
+    decision = Decision.from_scores(
+        bayes_threshold(p_target), llr[~labels], rule="bayes", p_target=p_target
+    )
+    if far is not None:
+        decision = decision.at_far(far)
+    summary = metrics.summarize(scores[labels], scores[~labels], p_target)
+    provenance = {
+        **source,
+        "speakers": len({u.speaker for u in trial_set.utts}),
+        "utterances": len(trial_set.utts),
+        "n_target": summary["n_target"],
+        "n_nontarget": summary["n_nontarget"],
+        "eer": summary["eer"],
+        "min_dcf": summary["min_dcf"],
+        "act_dcf": metrics.act_dcf(llr[labels], llr[~labels], p_target),
+        "p_target": p_target,
+    }
+    base = scorer.backend
+    return Backend(
+        mean=base.mean,
+        cohort=base.cohort,
+        asnorm_top=base.asnorm_top,
+        calibration=calibration,
+        decision=decision,
+        provenance=provenance,
+    )
+
+
+def embed_by_utt(
+    embedder: Embedder, utts: Sequence[Utterance], progress: bool
+) -> dict[str, np.ndarray]:
+    emb = embedder.embed_files([u.path for u in utts], progress=progress)
+    return {u.utt: emb[i] for i, u in enumerate(utts)}
+
+
+def fit_backend(
+    embedder: Embedder,
+    train: Sequence[Utterance],
+    heldout: Sequence[Utterance],
+    ecfg: EvalConfig,
+    *,
+    corpora: Sequence[str] = (),
+    seed: int = 0,
+    progress: bool = True,
+    source: dict[str, Any] | None = None,
+) -> Backend:
+    """The whole back-end: training statistics, then calibration on ``heldout`` speakers
+    (skipped when ``eval.calibrate`` is off or nothing was held out)."""
+    backend = fit_training_stats(embedder, train, ecfg, seed, progress)
+    if not (ecfg.calibrate and heldout):
+        if ecfg.calibrate:
+            log.warning("eval.calibrate is on but no speakers were held out: not calibrated")
+        return backend
+    trial_set = enroll_style_trials(heldout, ecfg.calibration_enroll_utts, corpora)
+    emb = embed_by_utt(embedder, heldout, progress)
+    info = {
+        "kind": "held-out training speakers",
+        "enroll_utts": ecfg.calibration_enroll_utts,
+        "corpora": sorted({corpus_of(u.speaker, list(corpora)) for u in heldout} - {""}),
+        **(source or {}),
+    }
+    fitted = fit_calibration(Scorer(backend), trial_set, emb, ecfg.p_target, info)
+    log.info(
+        "calibrated on %d held-out speakers (%d target, %d non-target trials): EER %.2f%%, "
+        "minDCF %.3f, actual DCF %.3f",
+        fitted.provenance["speakers"],
+        fitted.provenance["n_target"],
+        fitted.provenance["n_nontarget"],
+        100 * fitted.provenance["eer"],
+        fitted.provenance["min_dcf"],
+        fitted.provenance["act_dcf"],
+    )
+    return fitted
+
+
+def release(checkpoint: str | Path, config: ExperimentConfig, progress: bool = True) -> Backend:
+    """Fit the back-end of ``config.eval`` on the experiment's prepared lists and write it
+    into ``checkpoint`` (its model id then covers the back-end too); returns it."""
+    from voiceprint.artifact import load_checkpoint, save_checkpoint
+
+    data = config.out_dir / "data"
+    heldout_dir = data / "calibration"
+    embedder = Embedder.from_checkpoint(checkpoint)
+    backend = fit_backend(
+        embedder,
+        read_kaldi_dir(data / "train"),
+        read_kaldi_dir(heldout_dir) if heldout_dir.is_dir() else [],
+        config.eval,
+        corpora=list(config.data.corpora),
+        seed=config.seed,
+        progress=progress,
+        source={"folder": str(heldout_dir)},
+    )
+    payload = load_checkpoint(checkpoint)
+    payload["backend"] = backend.to_dict()
+    payload.pop("evaluation", None)  # measured through another back-end
+    if backend.decision is not None:
+        payload.pop("decision", None)  # the back-end's decision replaces a stored one
+    save_checkpoint(checkpoint, payload)
+    return backend
+
+
+def cross_fitted_llr(
+    scores: np.ndarray, labels: np.ndarray, enroll_spk: np.ndarray, p_target: float, seed: int
+) -> np.ndarray:
+    """LLRs of every trial from a calibration fitted on the other half of the speakers.
+
+    The speakers are split in two seeded halves; a trial belongs to the half of its
+    enrollment speaker. Actual DCF on these LLRs measures calibration on speakers it was
+    not fitted on (on the fitting trials themselves it would be optimistic).
+    """
+    speakers = np.unique(enroll_spk)
+    rng = np.random.default_rng(seed)
+    half = set(rng.permutation(speakers)[: len(speakers) // 2].tolist())
+    fold = np.array([s in half for s in enroll_spk])
+    out = np.empty_like(scores)
+    for part in (fold, ~fold):
+        fit_on = ~part
+        if not (labels[fit_on].any() and (~labels[fit_on]).any()):
+            return np.full_like(scores, np.nan)
+        calibration = ScoreCalibration().fit(
+            scores[fit_on & labels], scores[fit_on & ~labels], p_target
+        )
+        out[part] = calibration.llr(scores[part])
+    return out
+
+
+def recalibrate(
+    model: str | Path,
+    utts: Sequence[Utterance],
+    out: str | Path,
+    *,
+    enroll_utts: int = 1,
+    p_target: float = 0.01,
+    far: float | None = None,
+    report_dir: str | Path | None = None,
+    progress: bool = True,
+    source: str = "",
+) -> dict[str, Any]:
+    """``voiceprint calibrate``: a copy of ``model`` calibrated on the user's ``utts``.
+
+    Fits the score -> LLR map and thresholds on enroll-style trials of ``utts`` (see
+    :func:`enroll_style_trials`), keeping the model's mean and cohort, writes the copy to
+    ``out`` and a report (``results.json``, ``calibration.png``) to ``report_dir``.
+    Returns the report: EER, minDCF and actual DCF with 95% speaker-bootstrap intervals;
+    the actual DCF is that of 2-fold cross-fitted LLRs (``act_dcf``) and of the final
+    map on its own trials (``act_dcf_self``). Warns when the data is small for ``far``.
+    """
+    import json
+
+    from voiceprint import plots
+    from voiceprint.artifact import write_backend
+    from voiceprint.embedder import load_embedder
+
+    model, out = Path(model), Path(out)
+    if model.resolve() == out.resolve():
+        raise ValueError(f"calibrate writes a copy: --out must differ from {model}")
+    embedder = load_embedder(model)
+    trial_set = enroll_style_trials(utts, enroll_utts)
+    emb = embed_by_utt(embedder, trial_set.utts, progress)
+    info = {"kind": "user data", "folder": source, "enroll_utts": enroll_utts}
+    backend = fit_calibration(embedder.scorer, trial_set, emb, p_target, info, far)
+    written = write_backend(model, backend, out)
+    scorer = Scorer(backend)
+    scores = score_trial_set(scorer, trial_set, emb)
+    labels = trial_set.labels()
+    llr = scorer.llr(scores)
+    spk_a, spk_b = trial_set.speakers()
+    crossed = cross_fitted_llr(scores, labels, spk_a, p_target, seed=0)
+    eer_ci = metrics.bootstrap_eer(scores, labels, spk_a, spk_b, n_boot=500)
+    ci = metrics.bootstrap_dcf(scores, labels, spk_a, spk_b, p_target, llr=crossed)
+    report = {
+        **metrics.summarize(scores[labels], scores[~labels], p_target),
+        "eer_ci95": list(eer_ci),
+        "min_dcf_ci95": list(ci["min_dcf"]),
+        "act_dcf": metrics.act_dcf(crossed[labels], crossed[~labels], p_target),
+        "act_dcf_ci95": list(ci.get("act_dcf", (float("nan"),) * 2)),
+        "act_dcf_self": metrics.act_dcf(llr[labels], llr[~labels], p_target),
+        "n_speakers": int(backend.provenance["speakers"]),
+        "calibration": backend.calibration.to_dict(),  # type: ignore[union-attr]
+        "decision": backend.decision.to_dict(),  # type: ignore[union-attr]
+        "model": str(model),
+        "out": str(written),
+    }
+    folder = Path(report_dir) if report_dir else written.with_name(written.stem + "_calibration")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    plots.plot_calibration(llr[labels], llr[~labels], folder / "calibration.png", p_target)
+    report["report"] = str(folder)
+    return report

@@ -1,0 +1,123 @@
+"""Calibration on held-out speakers: trials in the shape verify uses, the fit against a
+direct computation, the model's decision and provenance, and ``voiceprint calibrate``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from voiceprint import calibration, metrics
+from voiceprint.data.corpus import Utterance
+from voiceprint.scoring import Backend, ScoreCalibration, Scorer
+
+
+def fake_corpus(n_spk: int, n_utt: int, corpus: str = "") -> list[Utterance]:
+    prefix = f"{corpus}-" if corpus else ""
+    return [
+        Utterance(f"{prefix}S{s}_{u}", f"{prefix}S{s}", Path(f"/x/{prefix}S{s}_{u}.wav"))
+        for s in range(n_spk)
+        for u in range(n_utt)
+    ]
+
+
+def clustered_embeddings(utts: list[Utterance], seed: int = 0, noise: float = 0.6) -> dict:
+    """One random direction per speaker plus noise: (D,) per utterance."""
+    rng = np.random.default_rng(seed)
+    centres = {s: rng.normal(size=16) for s in sorted({u.speaker for u in utts})}
+    return {u.utt: centres[u.speaker] + noise * rng.normal(size=16) for u in utts}
+
+
+def test_enroll_style_trials_stay_within_a_corpus() -> None:
+    utts = fake_corpus(3, 4, "a") + fake_corpus(2, 4, "b")
+    one = calibration.enroll_style_trials(utts, 1, corpora=["a", "b"])
+    assert len(one.trials) == 12 * 11 // 2 + 8 * 7 // 2  # all pairs inside each corpus only
+    assert all(a.split("-")[0] == b.split("-")[0] for a, b, _ in one.trials)
+    assert sum(t for *_, t in one.trials) == 3 * 6 + 2 * 6
+    three = calibration.enroll_style_trials(utts, 3, corpora=["a", "b"])
+    assert len(three.enroll) == 5 and all(len(v) == 3 for v in three.enroll.values())
+    # Each model meets every clip of its corpus that enrolls no one: 3 x 3 + 2 x 2 trials.
+    assert len(three.trials) == 3 * 3 + 2 * 2
+    with pytest.raises(ValueError, match="no target or no non-target"):
+        calibration.enroll_style_trials(fake_corpus(1, 5), 1)
+
+
+def test_calibration_fit_equals_a_direct_minimisation() -> None:
+    """The Newton fit reaches the optimum of the prior-weighted cross-entropy (without
+    the tiny slope penalty, which only matters for separable scores)."""
+    rng = np.random.default_rng(2)
+    tar, non = rng.normal(2.0, 1.0, 300), rng.normal(-1.0, 1.5, 3000)
+    p = 0.01
+    fitted = ScoreCalibration(l2=0.0).fit(tar, non, p_target=p)
+    logit = math.log(p / (1 - p))
+
+    def cross_entropy(theta: np.ndarray) -> float:
+        a, b = theta
+        return p * np.mean(np.logaddexp(0, -(a * tar + b + logit))) + (1 - p) * np.mean(
+            np.logaddexp(0, a * non + b + logit)
+        )
+
+    direct = minimize(cross_entropy, x0=[1.0, 0.0], method="BFGS", options={"gtol": 1e-12})
+    assert fitted.scale == pytest.approx(direct.x[0], rel=1e-5)
+    assert fitted.offset == pytest.approx(direct.x[1], rel=1e-5)
+
+
+def test_fit_calibration_records_decision_and_provenance() -> None:
+    utts = fake_corpus(12, 6)
+    emb = clustered_embeddings(utts)
+    trial_set = calibration.enroll_style_trials(utts, 1)
+    scorer = Scorer(Backend(mean=np.zeros(16, dtype=np.float32)))
+    fitted = calibration.fit_calibration(scorer, trial_set, emb, 0.01, {"kind": "test"})
+    assert fitted.decision.rule == "bayes"
+    assert fitted.decision.threshold == pytest.approx(math.log(99))
+    assert fitted.provenance["kind"] == "test" and fitted.provenance["speakers"] == 12
+    assert fitted.provenance["n_target"] == 12 * 15
+    assert fitted.provenance["n_nontarget"] == 72 * 71 // 2 - 12 * 15
+    # The decision's FAR table is measured on the calibrated non-target trials.
+    scores = calibration.score_trial_set(Scorer(fitted), trial_set, emb)
+    labels = trial_set.labels()
+    llr = fitted.calibration.llr(scores)
+    far = 0.01
+    measured = np.mean(llr[~labels] >= fitted.decision.at_far(far).threshold)
+    assert measured <= far + 1e-3
+    assert fitted.provenance["act_dcf"] == pytest.approx(
+        metrics.act_dcf(llr[labels], llr[~labels], 0.01)
+    )
+    with pytest.warns(calibration.SmallCalibrationSetWarning, match="rule of 30"):
+        calibration.fit_calibration(scorer, trial_set, emb, 0.01, {}, far=1e-3)
+
+
+def test_calibrate_command_on_a_small_synthetic_set(synthetic_root: Path, tmp_path: Path) -> None:
+    """voiceprint calibrate: a copy with a new calibration, the same model id, a report."""
+    from voiceprint.cli import main
+    from voiceprint.embedder import load_embedder
+    from voiceprint.onnx_export import export_onnx
+
+    from .test_onnx import make_tiny_checkpoint
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pth")
+    out = tmp_path / "mine.pth"
+    argv = ["calibrate", "--model", str(checkpoint), "--root", str(synthetic_root)]
+    assert main([*argv, "--out", str(out), "--far", "0.01"]) == 0
+    original, calibrated = load_embedder(checkpoint), load_embedder(out)
+    assert calibrated.model_id == original.model_id  # enrolled speakers stay valid
+    assert calibrated.scorer.calibrated and not original.scorer.calibrated
+    assert calibrated.decision.rule == "far" and calibrated.decision.far == 0.01
+    report = json.loads((tmp_path / "mine_calibration" / "results.json").read_text())
+    assert report["n_speakers"] == 12 and report["out"] == str(out)
+    low, high = report["eer_ci95"]
+    assert low <= report["eer"] <= high
+    assert (tmp_path / "mine_calibration" / "calibration.png").stat().st_size > 0
+    # The same on an ONNX file: only the metadata changes.
+    onnx_in = export_onnx(checkpoint, tmp_path / "tiny.onnx")
+    onnx_out = tmp_path / "mine.onnx"
+    assert main([*argv[:2], str(onnx_in), *argv[4:], "--out", str(onnx_out)]) == 0
+    again = load_embedder(onnx_out)
+    assert again.model_id == original.model_id
+    report = json.loads((tmp_path / "mine_calibration" / "results.json").read_text())
+    assert again.scorer.backend.calibration.to_dict() == report["calibration"]
+    assert again.decision.rule == "bayes"  # no --far this time
