@@ -115,7 +115,7 @@ def test_calibrate_command_on_a_small_synthetic_set(synthetic_root: Path, tmp_pa
     # The same on an ONNX file: only the metadata changes.
     onnx_in = export_onnx(checkpoint, tmp_path / "tiny.onnx")
     onnx_out = tmp_path / "mine.onnx"
-    assert main([*argv[:2], str(onnx_in), *argv[4:], "--out", str(onnx_out)]) == 0
+    assert main([*argv[:2], str(onnx_in), *argv[3:], "--out", str(onnx_out)]) == 0
     again = load_embedder(onnx_out)
     assert again.model_id == original.model_id
     report = json.loads((tmp_path / "mine_calibration" / "results.json").read_text())

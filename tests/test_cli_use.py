@@ -184,3 +184,27 @@ def test_default_store_location(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("VOICEPRINT_DB", str(tmp_path / "x.db"))
     assert use.db_path(None) == tmp_path / "x.db"
     assert use.db_path("y.db") == Path("y.db")
+
+
+def test_speech_is_found_trimmed_and_required(run, files, model, tmp_path) -> None:
+    """Every inference path checks for speech: silence is refused naming the file; a model
+    evaluated with trimming (vad) embeds only the speech of a padded clip."""
+    from voiceprint.audio import load
+
+    embedder = Embedder.from_checkpoint(model)
+    wave = load(files["a1"])
+    silence = np.zeros(24_000, dtype=np.float32)
+    padded = np.concatenate([silence, wave, silence])
+    assert len(embedder.speech(padded, "padded")) == len(padded)  # checked, not trimmed
+    embedder.vad = True
+    kept = embedder.speech(padded, "padded")
+    assert abs(len(kept) - len(wave)) < 0.5 * 16_000
+    alone = embedder.embed(wave, 16_000)
+    trimmed = embedder.embed(padded, 16_000)
+    cosine = float(alone @ trimmed / (np.linalg.norm(alone) * np.linalg.norm(trimmed)))
+    assert cosine > 0.95
+    quiet = tmp_path / "quiet.wav"
+    save(quiet, np.zeros(32_000, dtype=np.float32) + 1e-4)
+    run("enroll", "alice", str(files["a1"]))
+    code, _, err = run("verify", "alice", str(quiet))
+    assert code == 2 and f"{quiet}: no speech found" in err

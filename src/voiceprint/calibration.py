@@ -127,31 +127,45 @@ def score_trial_set(
     return scorer.score_trials(units, [(a, b) for a, b, _ in trial_set.trials])
 
 
-def fit_training_stats(
-    embedder: Embedder, train: Sequence[Utterance], ecfg: EvalConfig, seed: int, progress: bool
+def training_stats(
+    emb: np.ndarray, speakers: Sequence[str], ecfg: EvalConfig, seed: int = 0
 ) -> Backend:
-    """Mean (``eval.mean_subtract``) and AS-norm cohort (``eval.asnorm_top``) of training data."""
+    """Mean (``eval.mean_subtract``) and AS-norm cohort (``eval.asnorm_top``) of training
+    embeddings (N, D) with their speakers (N,): one unit mean per speaker, at most
+    ``MAX_COHORT`` of them (a seeded draw)."""
     backend = Backend()
-    if not (ecfg.mean_subtract or ecfg.asnorm_top > 0):
-        return backend
-    emb = embedder.embed_files([u.path for u in train], progress=progress)
     if ecfg.mean_subtract:
         backend.mean = emb.mean(0).astype(np.float32)
     if ecfg.asnorm_top > 0:
-        scorer = Scorer(Backend(mean=backend.mean))
-        units = scorer.units(emb)
+        units = Scorer(Backend(mean=backend.mean)).units(emb)
         groups: dict[str, list[int]] = {}
-        for i, u in enumerate(train):
-            groups.setdefault(u.speaker, []).append(i)
-        speakers = sorted(groups)
-        if len(speakers) > MAX_COHORT:
+        for i, spk in enumerate(speakers):
+            groups.setdefault(spk, []).append(i)
+        names = sorted(groups)
+        if len(names) > MAX_COHORT:
             rng = np.random.default_rng(seed)
-            speakers = sorted(rng.choice(speakers, MAX_COHORT, replace=False).tolist())
-        cohort = np.stack([units[groups[s]].mean(0) for s in speakers])
+            names = sorted(rng.choice(names, MAX_COHORT, replace=False).tolist())
+        cohort = np.stack([units[groups[s]].mean(0) for s in names])
         cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
         backend.cohort = cohort.astype(np.float32)
-        backend.asnorm_top = min(ecfg.asnorm_top, len(speakers))
+        backend.asnorm_top = min(ecfg.asnorm_top, len(names))
     return backend
+
+
+def fit_training_stats(
+    embedder: Embedder, train: Sequence[Utterance], ecfg: EvalConfig, seed: int, progress: bool
+) -> Backend:
+    """:func:`training_stats` of the training utterances' embeddings (embedded only when
+    the back-end needs them)."""
+    if not (ecfg.mean_subtract or ecfg.asnorm_top > 0):
+        return Backend()
+    checking = embedder.speech_check
+    embedder.speech_check = False  # the trainer's own clips; the check would not change them
+    try:
+        emb = embedder.embed_files([u.path for u in train], progress=progress)
+    finally:
+        embedder.speech_check = checking
+    return training_stats(emb, [u.speaker for u in train], ecfg, seed)
 
 
 def fit_calibration(

@@ -30,6 +30,16 @@ from voiceprint.features import build_frontend
 from voiceprint.models import build_model
 from voiceprint.scoring import Backend, Decision, Scorer
 
+# Speech probability above which silero-vad counts a frame as speech, for the check and
+# for trimming. Its own default (0.5) finds no speech in some real dev clips (children,
+# quiet voices: so762 SO0044_000440032 peaks below 0.35); 0.15 still finds none in
+# silence or in white noise up to -26 dBFS.
+VAD_THRESHOLD = 0.15
+
+# Less net speech than this draws a ShortSpeechWarning: embeddings of shorter speech are
+# much less reliable (the models train on 2-3 s crops).
+MIN_SPEECH_SECONDS = 1.0
+
 # Waves longer than this are embedded as windows of this length whose embeddings are
 # averaged (weighted by duration), so memory stays bounded for hour-long recordings.
 WINDOW_SECONDS = 30.0
@@ -133,17 +143,23 @@ class Embedder:
         """The part of a 16 kHz wave (N,) that the model embeds.
 
         Speech activity detection (:mod:`voiceprint.vad`) always checks the input: no
-        speech raises :class:`vad.NoSpeechError` naming ``name``, less net speech than the
-        model's minimum warns. When the model was evaluated with trimming (``vad``), the
-        non-speech parts are cut out; otherwise the wave is embedded whole. Then the
-        ``max_seconds`` crop applies.
+        speech raises :class:`vad.NoSpeechError` naming ``name``, less net speech than
+        ``MIN_SPEECH_SECONDS`` (or the model's minimum) warns. When the model was
+        evaluated with trimming (``vad``), the non-speech parts are cut out; otherwise the
+        wave is embedded whole. Then the ``max_seconds`` crop applies.
         """
         from voiceprint import vad
 
         wave = np.asarray(wave, dtype=np.float32)
         if self.speech_check or self.vad:
-            minimum = self.min_samples / self.sample_rate
-            trimmed = vad.trim(wave, self.sample_rate, name=name, min_speech_seconds=minimum)
+            minimum = max(self.min_samples / self.sample_rate, MIN_SPEECH_SECONDS)
+            trimmed = vad.trim(
+                wave,
+                self.sample_rate,
+                name=name,
+                min_speech_seconds=minimum,
+                threshold=VAD_THRESHOLD,
+            )
             if self.vad:
                 wave = trimmed
         return self._crop(wave)

@@ -1,0 +1,164 @@
+"""Back-end and VAD choices of a trained model, made on the dev set (never on test).
+
+    python benchmarks/dev_choices.py --exp exp/shipped [--cvzh ../shared/data/cv-zh]
+
+Embeds once, with the model's encoder: the training speakers (mean and AS-norm cohort),
+the held-out speakers (calibration, ``exp/<name>/data/calibration``), the dev set
+(``exp/<name>/data/test``, so762 test for the shipped recipe) and, beside it for
+reporting only, cv-zh test (the lab protocol's 20 x 10). Then scores every back-end
+variant through :class:`voiceprint.scoring.Scorer`, calibrated on the held-out speakers
+as ``release`` calibrates, and the dev set once more with VAD trimming. Writes
+``benchmarks/results/dev_choices.md`` (and .json): EER [95% CI], minDCF and actual DCF
+per variant, and which variant the dev set picks (lowest minDCF, then EER). The cv-zh
+column is never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from voiceprint import metrics  # noqa: E402
+from voiceprint.calibration import (  # noqa: E402
+    enroll_style_trials,
+    fit_calibration,
+    training_stats,
+)
+from voiceprint.config import EvalConfig  # noqa: E402
+from voiceprint.data.corpus import read_kaldi_dir, scan_split  # noqa: E402
+from voiceprint.data.protocol import pair_trials, select  # noqa: E402
+from voiceprint.embedder import Embedder, find_checkpoint  # noqa: E402
+from voiceprint.scoring import Scorer  # noqa: E402
+
+VARIANTS = [  # (label, mean subtraction, AS-norm top)
+    ("raw cosine", False, 0),
+    ("mean subtraction", True, 0),
+    ("mean + AS-norm top 50", True, 50),
+    ("mean + AS-norm top 100", True, 100),
+    ("mean + AS-norm top 300", True, 300),
+]
+
+
+def embed(embedder: Embedder, utts: list, cache: Path, progress: bool) -> np.ndarray:
+    """Embeddings of ``utts`` (cached in ``cache`` as .npy, keyed by the utterance list)."""
+    key = cache.with_suffix(".ids")
+    ids = "\n".join(u.utt for u in utts)
+    if cache.is_file() and key.is_file() and key.read_text() == ids:
+        return np.load(cache)
+    emb = embedder.embed_files([u.path for u in utts], progress=progress)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, emb)
+    key.write_text(ids)
+    return emb
+
+
+def score_pairs(scorer: Scorer, utts: list, emb: np.ndarray) -> dict:
+    """All-pairs trials of ``utts`` through ``scorer``: EER [CI], minDCF, actual DCF."""
+    trials = pair_trials(utts)
+    units = dict(zip([u.utt for u in utts], scorer.units(emb), strict=True))
+    scores = scorer.score_trials(units, [(a, b) for a, b, _ in trials])
+    labels = np.array([t for *_, t in trials])
+    spk = {u.utt: u.speaker for u in utts}
+    spk_a = np.array([spk[a] for a, _, _ in trials])
+    spk_b = np.array([spk[b] for _, b, _ in trials])
+    out = metrics.summarize(scores[labels], scores[~labels], 0.01)
+    out["eer_ci95"] = list(metrics.bootstrap_eer(scores, labels, spk_a, spk_b, n_boot=200))
+    if scorer.calibrated:
+        llr = scorer.llr(scores)
+        out["act_dcf"] = metrics.act_dcf(llr[labels], llr[~labels], 0.01)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exp", default="exp/shipped")
+    parser.add_argument("--cvzh", default=str(ROOT.parent / "shared" / "data" / "cv-zh"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dev_choices"))
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    progress = not args.quiet
+    exp = Path(args.exp)
+    embedder = Embedder.from_checkpoint(find_checkpoint(exp))
+    config = embedder.config
+    embedder.vad = False
+    cache = exp / "bench_dev_choices"
+    data = exp / "data"
+    train, heldout = read_kaldi_dir(data / "train"), read_kaldi_dir(data / "calibration")
+    dev = read_kaldi_dir(data / "test")
+    cvzh = select(scan_split(args.cvzh, "test"), 20, 10, config.data.seed + 1, "cv-zh test")
+    embedder.speech_check = False  # as release embeds the training clips
+    train_emb = embed(embedder, train, cache / "train.npy", progress)
+    embedder.speech_check = True
+    emb = {
+        "train": train_emb,
+        "heldout": embed(embedder, heldout, cache / "heldout.npy", progress),
+        "dev": embed(embedder, dev, cache / "dev.npy", progress),
+        "cvzh": embed(embedder, cvzh, cache / "cvzh.npy", progress),
+    }
+    heldout_by_utt = dict(zip([u.utt for u in heldout], emb["heldout"], strict=True))
+    trial_set = enroll_style_trials(heldout, 1, list(config.data.corpora))
+    rows = []
+    for label, mean, top in VARIANTS:
+        ecfg = EvalConfig(mean_subtract=mean, asnorm_top=top)
+        stats = training_stats(emb["train"], [u.speaker for u in train], ecfg, config.seed)
+        backend = fit_calibration(Scorer(stats), trial_set, heldout_by_utt, 0.01, {})
+        scorer = Scorer(backend)
+        rows.append(
+            {
+                "variant": label,
+                "mean_subtract": mean,
+                "asnorm_top": top,
+                "dev": score_pairs(scorer, dev, emb["dev"]),
+                "cvzh": score_pairs(scorer, cvzh, emb["cvzh"]),
+            }
+        )
+        logging.info("%s: dev EER %.2f%%", label, 100 * rows[-1]["dev"]["eer"])
+    embedder.vad = True
+    trimmed = embedder.embed_files([u.path for u in dev], progress=progress)
+    vad_rows = {
+        "untrimmed": score_pairs(Scorer(), dev, emb["dev"]),
+        "trimmed (silero-vad)": score_pairs(Scorer(), dev, trimmed),
+    }
+    best = min(rows, key=lambda r: (round(r["dev"]["min_dcf"], 3), r["dev"]["eer"]))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"model": str(find_checkpoint(exp)), "rows": rows, "vad": vad_rows, "chosen": best}
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+
+    def cell(m: dict) -> str:
+        lo, hi = m["eer_ci95"]
+        act = f" / {m['act_dcf']:.3f}" if "act_dcf" in m else ""
+        return f"{100 * m['eer']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] / {m['min_dcf']:.3f}{act}"
+
+    lines = [
+        f"# Back-end and VAD choices on the dev set ({exp.name})",
+        "",
+        "Calibration on the held-out training speakers; each cell: EER % [95% CI] / minDCF"
+        " / actual DCF (P_target 0.01). Chosen on so762 dev only; cv-zh test is reported.",
+        "",
+        "| back-end | so762 dev (chooses) | cv-zh test (reported only) |",
+        "|---|---|---|",
+        *[f"| {r['variant']} | {cell(r['dev'])} | {cell(r['cvzh'])} |" for r in rows],
+        "",
+        f"Chosen on dev: **{best['variant']}**.",
+        "",
+        "| VAD on the dev set (raw cosine) | EER % [95% CI] / minDCF |",
+        "|---|---|",
+        *[f"| {k} | {cell(v)} |" for k, v in vad_rows.items()],
+        "",
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
