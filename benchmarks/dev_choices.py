@@ -90,6 +90,7 @@ def main() -> None:
     embedder = Embedder.from_checkpoint(find_checkpoint(exp))
     config = embedder.config
     embedder.vad = False
+    embedder.refuse_no_speech = False  # as evaluation: every trial scored, refusals listed
     cache = exp / "bench_dev_choices"
     data = exp / "data"
     train, heldout = read_kaldi_dir(data / "train"), read_kaldi_dir(data / "calibration")
@@ -131,7 +132,13 @@ def main() -> None:
     best = min(rows, key=lambda r: (round(r["dev"]["min_dcf"], 3), r["dev"]["eer"]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"model": str(find_checkpoint(exp)), "rows": rows, "vad": vad_rows, "chosen": best}
+    result = {
+        "model": str(find_checkpoint(exp)),
+        "rows": rows,
+        "vad": vad_rows,
+        "chosen": best,
+        "no_speech": sorted(set(embedder.no_speech)),
+    }
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
 
     def cell(m: dict) -> str:
@@ -150,6 +157,9 @@ def main() -> None:
         *[f"| {r['variant']} | {cell(r['dev'])} | {cell(r['cvzh'])} |" for r in rows],
         "",
         f"Chosen on dev: **{best['variant']}**.",
+        "",
+        f"Clips the speech check would refuse (embedded whole here): "
+        f"{', '.join(sorted(set(embedder.no_speech))) or 'none'}.",
         "",
         "| VAD on the dev set (raw cosine) | EER % [95% CI] / minDCF |",
         "|---|---|",

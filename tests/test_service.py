@@ -14,16 +14,17 @@ from voiceprint.embedder import Embedder
 from voiceprint.scoring import Decision
 from voiceprint.service import create_app
 from voiceprint.store import SpeakerDB
+from voiceprint.synth import make_voice, synthesize_utterance
 
 from .test_onnx import make_tiny_checkpoint
 
 KEY = {"X-API-Key": "s3cret"}
 
 
-def wav_bytes(seed: int, seconds: float = 1.0, rate: int = 16000) -> bytes:
+def wav_bytes(seed: int, seconds: float = 1.5, rate: int = 16000) -> bytes:
+    """A synthetic voice (one per seed) speaking ``seconds``, as WAV bytes."""
     rng = np.random.default_rng(seed)
-    wave = 0.3 * np.sin(np.arange(int(seconds * rate)) * (0.05 + 0.01 * seed))
-    wave = wave + 0.05 * rng.standard_normal(wave.size)
+    wave = synthesize_utterance(make_voice(rng), seconds, rng, sample_rate=rate)
     buffer = io.BytesIO()
     sf.write(buffer, wave.astype(np.float32), rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
@@ -71,7 +72,7 @@ def test_embed_matches_the_python_api(client: TestClient, embedder: Embedder, tm
     body = client.post("/v1/embed", files=_files(file=data)).json()
     (tmp_path / "a.wav").write_bytes(data)
     assert body["model_id"] == embedder.model_id
-    assert body["seconds"] == pytest.approx(1.0)
+    assert body["seconds"] == pytest.approx(1.5)
     np.testing.assert_allclose(
         body["embedding"], embedder.embed_file(tmp_path / "a.wav"), atol=1e-5
     )
@@ -201,3 +202,16 @@ def test_oversize_upload_is_413(client: TestClient) -> None:
     r = client.post("/v1/embed", content=chunks(), headers={"Content-Type": "audio/wav"})
     assert r.status_code == 413
     assert client.post("/v1/embed", files=_files(file=wav_bytes(1, seconds=2.0))).status_code == 200
+
+
+def test_no_speech_is_400_and_long_audio_is_413(embedder: Embedder, tmp_path: Path) -> None:
+    app = create_app(embedder, tmp_path / "s.db", max_upload_mb=5, max_audio_seconds=2.0)
+    buffer = io.BytesIO()
+    hiss = 0.01 * np.random.default_rng(0).standard_normal(24_000)  # no voice in it
+    sf.write(buffer, hiss.astype(np.float32), 16000, format="WAV")
+    with TestClient(app) as client:
+        r = client.post("/v1/embed", files=_files(file=buffer.getvalue()))
+        assert r.status_code == 400 and "file.wav: no speech found" in r.json()["detail"]
+        r = client.post("/v1/embed", files=_files(file=wav_bytes(1, seconds=3.0)))
+        assert r.status_code == 413 and "longer than this service accepts" in r.json()["detail"]
+        assert client.post("/v1/embed", files=_files(file=wav_bytes(1))).status_code == 200

@@ -15,6 +15,7 @@ without torch doing any work.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from voiceprint.config import ExperimentConfig, from_dict
 from voiceprint.features import build_frontend
 from voiceprint.models import build_model
 from voiceprint.scoring import Backend, Decision, Scorer
+
+log = logging.getLogger(__name__)
 
 # Speech probability above which silero-vad counts a frame as speech, for the check and
 # for trimming. Its own default (0.5) finds no speech in some real dev clips (children,
@@ -96,6 +99,7 @@ class Embedder:
         self.min_samples = min_samples_of(encoder)
         self.evaluation = evaluation
         self.vad = vad
+        self.no_speech: list[str] = []
 
     @property
     def decision(self) -> Decision | None:
@@ -153,19 +157,29 @@ class Embedder:
         wave = np.asarray(wave, dtype=np.float32)
         if self.speech_check or self.vad:
             minimum = max(self.min_samples / self.sample_rate, MIN_SPEECH_SECONDS)
-            trimmed = vad.trim(
-                wave,
-                self.sample_rate,
-                name=name,
-                min_speech_seconds=minimum,
-                threshold=VAD_THRESHOLD,
-            )
+            try:
+                trimmed = vad.trim(
+                    wave,
+                    self.sample_rate,
+                    name=name,
+                    min_speech_seconds=minimum,
+                    threshold=VAD_THRESHOLD,
+                )
+            except vad.NoSpeechError as err:
+                if self.refuse_no_speech:
+                    raise
+                log.warning("%s: embedded whole", err)
+                self.no_speech.append(name)
+                trimmed = wave
             if self.vad:
                 wave = trimmed
         return self._crop(wave)
 
-    # Every inference path checks for speech; tests on synthetic tones may switch it off.
+    # Every inference path checks for speech (tests on synthetic tones may switch it off)
+    # and refuses input without any. Evaluation embeds such clips whole instead, so that
+    # it scores every trial of a protocol, and lists them in ``no_speech``.
     speech_check = True
+    refuse_no_speech = True
 
     @torch.inference_mode()
     def _run(self, batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -314,6 +328,7 @@ class OnnxEmbedder(Embedder):
         self.device = "cpu"
         self.min_samples = info["min_samples"]
         self.vad = info["vad"]
+        self.no_speech = []
         self._embedding_dim = info["embedding_dim"]
 
     @property

@@ -204,6 +204,7 @@ def evaluate(
             raise ValueError(f"evaluate takes eval.* overrides only, got {text!r}")
     apply_overrides(config, overrides or [])
     embedder.vad = config.eval.vad
+    embedder.refuse_no_speech = False  # score every trial; report what a user gets refused
     kind = trials or config.eval.trials
     if kind not in ("pairs", "enroll"):
         raise ValueError(f"unknown trial list {kind!r}; valid: pairs, enroll")
@@ -252,6 +253,8 @@ def evaluate(
             "test_folder": str(test.folder),
             "backend": describe(scorer),
             "vad": embedder.vad,
+            # clips the deployed speech check would refuse (embedded whole here)
+            "no_speech": sorted(set(embedder.no_speech)),
             "raw_cosine": metrics.summarize(raw[labels], raw[~labels], p_target),
         }
     )
