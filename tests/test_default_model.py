@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 
 from voiceprint.cli import main
 from voiceprint.cli.use import default_model
@@ -10,14 +13,22 @@ from voiceprint.embedder import OnnxEmbedder
 from voiceprint.synth import make_voice, synthesize_utterance
 
 
-def test_default_model_ships_with_its_threshold_and_eer() -> None:
+def test_default_model_carries_its_scorer_and_dev_figures() -> None:
+    """The shipped model scores as it was evaluated: back-end and calibration inside it,
+    calibrated on held-out training speakers, its so762 dev figures recorded."""
     path = default_model()
     assert path is not None, "voiceprint/assets/default.onnx is missing from the package"
     assert path.stat().st_size <= 10 * 1024 * 1024
     model = OnnxEmbedder(path)
-    assert model.decision is not None and -1.0 < model.decision.threshold < 1.0
+    assert model.scorer.calibrated and model.decision.rule == "bayes"
+    assert model.decision.threshold == pytest.approx(math.log(99))  # P_target 0.01
     assert model.decision.far_points  # thresholds at chosen false-accept rates
-    assert 0.0 < model.evaluation["eer"] < 0.15  # recorded on cv-zh's 20x10 test speakers
+    provenance = model.scorer.backend.provenance
+    assert provenance["kind"] == "held-out training speakers" and provenance["speakers"] >= 30
+    assert sorted(provenance["corpora"]) == ["cvzh", "so762"]
+    evaluation = model.evaluation  # all pairs of the 60 so762 dev speakers
+    assert evaluation["n_speakers"] == 60 and evaluation["n_target"] == 11_400
+    assert 0.0 < evaluation["eer"] < 0.15 and "act_dcf" in evaluation
     assert model.sample_rate == 16000
 
 
