@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/identification"))
     args = parser.parse_args()
     embedder = load_embedder(args.model)
+    embedder.refuse_no_speech = False  # as evaluation: every clip, refusals listed
     scorer = embedder.scorer
     groups = by_speaker(read_kaldi_dir(args.data))
     speakers = sorted(groups)
@@ -114,7 +115,8 @@ def main() -> None:
         f"# Open-set identification on {args.data} ({len(speakers)} speakers, "
         f"{args.enroll} enrollment clips each, {len(probes)} probes)",
         "",
-        f"Model {embedder.model_id} ({Path(args.model).name}), through its deployed scorer.",
+        f"Model {embedder.model_id} ({Path(args.model).name}), through its deployed scorer."
+        f" Clips the speech check would refuse, embedded whole: {len(set(embedder.no_speech))}.",
         "",
         f"| gallery | rank-1 % | FNIR % at FPIR {100 * args.fpir:g}% | deployed threshold (LLR)"
         " | deployed FPIR % | deployed FNIR % |",

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from voiceprint.artifact import save_checkpoint
+from voiceprint.artifact import load_checkpoint, save_checkpoint
 from voiceprint.audio import save
 from voiceprint.config import ExperimentConfig
 from voiceprint.embedder import Embedder, SpeakerEncoder
@@ -135,7 +135,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     same, other = float(scores[:-1].min()), float(scores[-1])
     assert same - other > 0.1, f"trained model does not separate the voices ({same} vs {other})"
     threshold = round((same + other) / 2, 3)
-    payload = torch.load(checkpoint, weights_only=False)
+    payload = load_checkpoint(checkpoint)
     payload["decision"] = Decision(threshold, "eer").to_dict()
     save_checkpoint(checkpoint, payload)
     return {"checkpoint": checkpoint, "paths": paths, "threshold": threshold, "folder": folder}

@@ -192,7 +192,8 @@ def test_deployed_path_scores_as_evaluated(trained: Path, tmp_path: Path) -> Non
         for line in lines[:: max(1, len(lines) // 200)]:
             enroll, test, score, _ = line.split()
             match = db.verify(enroll, emb[test])
-            assert match.score == pytest.approx(float(score), abs=1e-5)
+            # scores.txt keeps 6 decimals; AS-norm of this tiny model reaches |s| ~ 100
+            assert match.score == pytest.approx(float(score), rel=1e-6, abs=1e-5)
             assert match.llr == pytest.approx(float(model.scorer.llr(np.array([match.score]))[0]))
 
 

@@ -286,6 +286,7 @@ def release(checkpoint: str | Path, config: ExperimentConfig, progress: bool = T
     )
     payload = load_checkpoint(checkpoint)
     payload["backend"] = backend.to_dict()
+    payload["config"]["eval"] = config.to_dict()["eval"]  # the settings it was fitted with
     payload.pop("evaluation", None)  # measured through another back-end
     if backend.decision is not None:
         payload.pop("decision", None)  # the back-end's decision replaces a stored one
