@@ -221,7 +221,7 @@ def test_enroll_then_verify_from_microphone_and_file(setup: dict, server: str) -
             expect(page.locator("#clip")).to_contain_text("recording")
             page.click("#identify")
             expect(page.locator("#decision")).to_have_text("ACCEPT")
-            expect(page.locator("#detail")).to_contain_text("best match alice")
+            expect(page.locator("#detail")).to_contain_text("identified as alice")
             expect(page.locator("#candidates li")).to_have_count(1)
             page.click("#verify")
             expect(page.locator("#detail")).to_contain_text("alice? — score")
