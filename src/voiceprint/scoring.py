@@ -96,15 +96,9 @@ def score_trials(embeddings: Mapping[str, Any], trials: Sequence[tuple[str, str]
     Both ids are looked up in ``embeddings`` (id -> (D,) vector); an enrollment id may name
     a speaker model the caller built, e.g. the mean of its enrollment embeddings.
     """
-    if len(trials) == 0:
-        return np.zeros(0)
-    missing = sorted({k for pair in trials for k in pair if k not in embeddings})
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise KeyError(f"{len(missing)} trial ids have no embedding: {shown}")
-    enroll = np.stack([_to_numpy(embeddings[e], e, ndim=1) for e, _ in trials])
-    test = np.stack([_to_numpy(embeddings[t], t, ndim=1) for _, t in trials])
-    return verification(enroll, test)
+    scorer = Scorer()
+    needed = {k for pair in trials for k in pair if k in embeddings}
+    return scorer.score_trials({k: scorer.units(embeddings[k]) for k in needed}, trials)
 
 
 def _top_stats(emb: np.ndarray, cohort_n: np.ndarray, top_n: int) -> tuple[np.ndarray, ...]:
