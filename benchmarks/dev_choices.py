@@ -1,6 +1,7 @@
 """Back-end and VAD choices of a trained model, made on the dev set (never on test).
 
     python benchmarks/dev_choices.py --exp exp/shipped [--cvzh ../shared/data/cv-zh]
+        [--resemblyzer]
 
 Embeds once, with the model's encoder: the training speakers (mean and AS-norm cohort),
 the held-out speakers (calibration, ``exp/<name>/data/calibration``), the dev set
@@ -10,7 +11,8 @@ variant through :class:`voiceprint.scoring.Scorer`, calibrated on the held-out s
 as ``release`` calibrates, and the dev set once more with VAD trimming. Writes
 ``benchmarks/results/dev_choices.md`` (and .json): EER [95% CI], minDCF and actual DCF
 per variant, and which variant the dev set picks (lowest minDCF, then EER). The cv-zh
-column is never used to choose.
+column is never used to choose. ``--resemblyzer`` adds the pretrained Resemblyzer
+reference on the same trials, run side by side (bench extra: benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # benchmarks.references
 
 from voiceprint import metrics  # noqa: E402
 from voiceprint.calibration import (  # noqa: E402
@@ -83,6 +86,11 @@ def main() -> None:
     parser.add_argument("--cvzh", default=str(ROOT.parent / "shared" / "data" / "cv-zh"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dev_choices"))
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--resemblyzer",
+        action="store_true",
+        help="also score Resemblyzer (pretrained GE2E; bench extra) on the same trials",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     progress = not args.quiet
@@ -130,6 +138,17 @@ def main() -> None:
         "trimmed (silero-vad)": score_pairs(Scorer(), dev, trimmed),
     }
     best = min(rows, key=lambda r: (round(r["dev"]["min_dcf"], 3), r["dev"]["eer"]))
+    references = []
+    if args.resemblyzer:
+        from benchmarks.references.resemblyzer_ref import ResemblyzerEmbedder
+        from voiceprint import audio
+
+        reference = ResemblyzerEmbedder()
+        cells = {}
+        for key, utts in (("dev", dev), ("cvzh", cvzh)):
+            vectors = np.stack([reference.embed(audio.load(u.path)) for u in utts])
+            cells[key] = score_pairs(Scorer(), utts, vectors)
+        references.append({"variant": "Resemblyzer (pretrained GE2E), cosine", **cells})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -137,6 +156,7 @@ def main() -> None:
         "rows": rows,
         "vad": vad_rows,
         "chosen": best,
+        "references": references,
         "no_speech": sorted(set(embedder.no_speech)),
     }
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
@@ -155,6 +175,7 @@ def main() -> None:
         "| back-end | so762 dev (chooses) | cv-zh test (reported only) |",
         "|---|---|---|",
         *[f"| {r['variant']} | {cell(r['dev'])} | {cell(r['cvzh'])} |" for r in rows],
+        *[f"| *{r['variant']}* | {cell(r['dev'])} | {cell(r['cvzh'])} |" for r in references],
         "",
         f"Chosen on dev: **{best['variant']}**.",
         "",
