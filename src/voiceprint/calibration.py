@@ -31,7 +31,8 @@ from voiceprint.config import EvalConfig, ExperimentConfig
 from voiceprint.data.corpus import Utterance, by_speaker, read_kaldi_dir
 from voiceprint.data.protocol import corpus_of, enroll_trials, pair_trials
 from voiceprint.embedder import Embedder
-from voiceprint.scoring import Backend, Decision, ScoreCalibration, Scorer, bayes_threshold
+from voiceprint.metrics import bayes_threshold
+from voiceprint.scoring import Backend, Decision, ScoreCalibration, Scorer
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "act_dcf",
     "auc",
+    "bayes_threshold",
     "bootstrap_dcf",
     "bootstrap_eer",
     "confusable_pairs",
@@ -309,6 +310,40 @@ def confusable_pairs(
 # ----------------------------------------------------------------------------- bootstrap
 
 
+def _speaker_resamples(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    spk_a: Sequence[object] | np.ndarray,
+    spk_b: Sequence[object] | np.ndarray,
+    n_boot: int,
+    seed: int,
+    confidence: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked inputs of a speaker bootstrap -> (scores (n,), speaker index of each side
+    a (n,), b (n,), counts (B, S): how often each speaker is drawn per resample)."""
+    s = _as_scores(scores, "scores")
+    lab = _as_labels(labels, s.size)
+    a_ids = np.asarray(spk_a)
+    b_ids = np.asarray(spk_b)
+    if a_ids.shape != s.shape or b_ids.shape != s.shape:
+        raise ValueError(f"spk_a {a_ids.shape} and spk_b {b_ids.shape} must match scores {s.shape}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    speakers, idx = np.unique(np.concatenate([a_ids, b_ids]), return_inverse=True)
+    a, b = idx[: s.size], idx[s.size :]
+    same = a == b
+    if np.any(same != lab):
+        raise ValueError("labels disagree with speaker ids: target trials must have spk_a == spk_b")
+    if same.all() or not same.any():
+        raise ValueError("need at least one target (1) and one non-target (0) trial")
+    rng = np.random.default_rng(seed)
+    n_spk = speakers.size
+    counts = rng.multinomial(n_spk, np.full(n_spk, 1.0 / n_spk), size=n_boot)
+    return s, a, b, counts
+
+
 def bootstrap_eer(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -342,27 +377,7 @@ def bootstrap_eer(
     Returns:
         ``(low, high)`` EER bounds as fractions.
     """
-    s = _as_scores(scores, "scores")
-    lab = _as_labels(labels, s.size)
-    a_ids = np.asarray(spk_a)
-    b_ids = np.asarray(spk_b)
-    if a_ids.shape != s.shape or b_ids.shape != s.shape:
-        raise ValueError(f"spk_a {a_ids.shape} and spk_b {b_ids.shape} must match scores {s.shape}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    speakers, idx = np.unique(np.concatenate([a_ids, b_ids]), return_inverse=True)
-    a, b = idx[: s.size], idx[s.size :]
-    same = a == b
-    if np.any(same != lab):
-        raise ValueError("labels disagree with speaker ids: target trials must have spk_a == spk_b")
-    if same.all() or not same.any():
-        raise ValueError("need at least one target (1) and one non-target (0) trial")
-
-    rng = np.random.default_rng(seed)
-    n_spk = speakers.size
-    counts = rng.multinomial(n_spk, np.full(n_spk, 1.0 / n_spk), size=n_boot)
+    s, a, b, counts = _speaker_resamples(scores, labels, spk_a, spk_b, n_boot, seed, confidence)
     eers = _resampled_eers(s, a, b, counts)
     if np.isnan(eers).all():
         raise ValueError("no resample contained both target and non-target trials")
@@ -429,17 +444,22 @@ def _resampled_eers(
     return out
 
 
+def bayes_threshold(p_target: float) -> float:
+    """LLR threshold of the Bayes decision at prior ``p_target`` with unit costs: -logit(p)."""
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must lie in (0, 1), got {p_target}")
+    return -float(np.log(p_target / (1.0 - p_target)))
+
+
 def act_dcf(target_llr: ArrayLike, nontarget_llr: ArrayLike, p_target: float = 0.01) -> float:
     """Actual normalised DCF of calibrated LLRs at the Bayes threshold ``-logit(p_target)``.
 
     Accept when ``llr >= -log(p_target / (1 - p_target))``; the cost is normalised as in
     :func:`min_dcf`, so ``act_dcf - min_dcf`` is the loss due to calibration.
     """
-    if not 0.0 < p_target < 1.0:
-        raise ValueError(f"p_target must lie in (0, 1), got {p_target}")
+    threshold = bayes_threshold(p_target)
     t = _as_scores(target_llr, "target LLRs")
     n = _as_scores(nontarget_llr, "non-target LLRs")
-    threshold = -np.log(p_target / (1.0 - p_target))
     p_miss = float(np.mean(t < threshold))
     p_fa = float(np.mean(n >= threshold))
     return (p_target * p_miss + (1.0 - p_target) * p_fa) / min(p_target, 1.0 - p_target)
@@ -461,15 +481,8 @@ def bootstrap_dcf(
 
     Returns ``{"min_dcf": (low, high)}`` plus ``"act_dcf"`` when ``llr`` (n,) is given.
     """
-    s = _as_scores(scores, "scores")
-    lab = _as_labels(labels, s.size)
-    a_ids, b_ids = np.asarray(spk_a), np.asarray(spk_b)
-    if a_ids.shape != s.shape or b_ids.shape != s.shape:
-        raise ValueError(f"spk_a {a_ids.shape} and spk_b {b_ids.shape} must match scores {s.shape}")
-    speakers, idx = np.unique(np.concatenate([a_ids, b_ids]), return_inverse=True)
-    a, b = idx[: s.size], idx[s.size :]
-    if np.any((a == b) != lab):
-        raise ValueError("labels disagree with speaker ids: target trials must have spk_a == spk_b")
+    s, a, b, counts = _speaker_resamples(scores, labels, spk_a, spk_b, n_boot, seed, confidence)
+    lab = a == b
     order = np.argsort(-s, kind="stable")
     s_sorted, same, a, b = s[order], lab[order], a[order], b[order]
     last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
@@ -478,10 +491,8 @@ def bootstrap_dcf(
         l_all = _as_scores(llr, "llr")
         if l_all.shape != s.shape:
             raise ValueError(f"llr {l_all.shape} must match scores {s.shape}")
-        accept_llr = l_all[order] >= -np.log(p_target / (1.0 - p_target))
-    rng = np.random.default_rng(seed)
-    n_spk = speakers.size
-    counts = rng.multinomial(n_spk, np.full(n_spk, 1.0 / n_spk), size=n_boot).astype(float)
+        accept_llr = l_all[order] >= bayes_threshold(p_target)
+    counts = counts.astype(float)
     norm = min(p_target, 1.0 - p_target)
     mins, acts = [], []
     for c in counts:

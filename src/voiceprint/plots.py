@@ -270,7 +270,7 @@ def plot_calibration(
     """
     t = _curve(target_llr, "target LLRs", None, None)
     n = _curve(nontarget_llr, "non-target LLRs", None, None)
-    threshold = -float(np.log(p_target / (1 - p_target)))
+    threshold = metrics.bayes_threshold(p_target)
     fig, (left, right) = _figure(10.0, 4.0, ncols=2)
     edges = np.histogram_bin_edges(np.concatenate([t, n]), bins=60)
     left.hist(n, bins=edges, density=True, alpha=0.55, color="C0", label=f"non-target (n={n.size})")

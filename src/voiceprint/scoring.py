@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from voiceprint import metrics
+from voiceprint.metrics import bayes_threshold
 
 __all__ = [
     "Backend",
@@ -299,13 +300,6 @@ class ScoreCalibration:
 FAR_GRID = (
     1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5
 )  # fmt: skip
-
-
-def bayes_threshold(p_target: float) -> float:
-    """LLR threshold of the Bayes decision at prior ``p_target`` with unit costs: -logit(p)."""
-    if not 0.0 < p_target < 1.0:
-        raise ValueError(f"p_target must lie in (0, 1), got {p_target}")
-    return -math.log(p_target / (1.0 - p_target))
 
 
 @dataclass
@@ -654,6 +648,11 @@ class Scorer:
         if self.backend.calibration is None:
             return _to_numpy(scores, "scores")
         return self.backend.calibration.llr(scores)
+
+    def compare(self, first: Any, second: Any) -> float:
+        """Score of two recordings' embeddings (D,) each, the first as a one-clip model."""
+        model = self.speaker_model(np.atleast_2d(first))
+        return float(self.score(model[None], self.units(np.atleast_2d(second)))[0, 0])
 
     def match(self, name: str, score: float) -> Match:
         return Match(name, float(score), float(self.llr(np.array([score]))[0]))

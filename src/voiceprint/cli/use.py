@@ -171,10 +171,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     decision = choose_decision(embedder, args.threshold, args.far, args.p_target)
     first, second = embedder.embed_files([args.first, args.second], progress=False)
     scorer = embedder.scorer
-    score = scorer.score(scorer.speaker_model(first[None])[None], scorer.units(second[None]))
-    text, accepted = _verdict(
-        scorer.match(str(args.second), float(score[0, 0])), decision, scorer.calibrated
-    )
+    match = scorer.match(str(args.second), scorer.compare(first, second))
+    text, accepted = _verdict(match, decision, scorer.calibrated)
     print(f"{args.first}  {args.second}  {text}")
     if accepted is None:
         return _no_threshold()

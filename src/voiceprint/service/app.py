@@ -276,8 +276,7 @@ def create_app(
         """Are two recordings of the same speaker? Score, LLR and decision."""
         a, b = embed(first), embed(second)
         scorer = embedder.scorer
-        score = scorer.score(scorer.speaker_model(a[None])[None], scorer.units(b[None]))[0, 0]
-        return verdict(scorer.match(second.filename or "second", score))
+        return verdict(scorer.match(second.filename or "second", scorer.compare(a, b)))
 
     @app.post(
         "/v1/enroll",
