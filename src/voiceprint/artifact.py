@@ -28,6 +28,7 @@ The same back-end and evaluation travel in an ONNX file's metadata (``onnx_expor
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import tempfile
@@ -36,7 +37,7 @@ from typing import Any
 
 import torch
 
-from voiceprint.scoring import Backend
+from voiceprint.scoring import Backend, Decision
 
 CHECKPOINT_FORMAT = 1
 
@@ -121,8 +122,6 @@ def onnx_metadata(
     evaluation: dict[str, Any] | None,
 ) -> dict[str, str]:
     """The ``metadata_props`` of an exported model: all a user of the file needs."""
-    import json
-
     decision = backend.decision
     values = {
         "format": str(ONNX_FORMAT),
@@ -144,7 +143,6 @@ def onnx_metadata(
 def parse_onnx_metadata(meta: dict[str, str], path: str | Path) -> dict[str, Any]:
     """Validated values of an exported model's metadata; ValueError naming ``path`` and
     the key for anything missing, malformed or out of range (never used half-read)."""
-    import json
 
     def get(key: str, default: str | None = None) -> str:
         value = meta.get(ONNX_PREFIX + key, default)
@@ -168,8 +166,6 @@ def parse_onnx_metadata(meta: dict[str, str], path: str | Path) -> dict[str, Any
         }
         backend = Backend.from_dict(json.loads(get("backend", "null")))
         if backend.decision is None:  # files before the scorer kept only a decision
-            from voiceprint.scoring import Decision
-
             stored = json.loads(get("decision", "null"))
             backend.decision = Decision.from_dict(stored) if stored else None
     except (ValueError, TypeError, KeyError) as err:
@@ -198,8 +194,6 @@ def write_backend(model: str | Path, backend: Backend, out: str | Path) -> Path:
     """A copy of the model file ``model`` (checkpoint or ONNX) at ``out`` whose scorer is
     ``backend``; the weights are untouched. The mean and cohort must stay those of the
     model (its id, and so every enrolled speaker, stays valid)."""
-    import json
-
     model, out = Path(model), Path(out)
     if model.suffix.lower() == ".onnx":
         try:
