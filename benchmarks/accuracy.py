@@ -1,17 +1,21 @@
-"""Accuracy benchmark: voiceprint recipes beside three references, on the same trials.
+"""Accuracy benchmark: the shipped model beside three references, on the same dev trials.
 
-    python benchmarks/accuracy.py [--config configs/cpu_best.yaml ...]
-        [--root ../shared/data/cv-zh] [--only mfcc,resemblyzer,speechbrain,voiceprint]
-        [--sb-minutes 41] [--sb-retrain] [--retrain] [--out benchmarks/results/accuracy.json]
+    python benchmarks/accuracy.py [--model src/voiceprint/assets/default.onnx ...]
+        [--config configs/cpu_best.yaml ...] [--set so762-dev=../shared/data/so762 ...]
+        [--train-config configs/shipped.yaml] [--only mfcc,resemblyzer,speechbrain,voiceprint]
+        [--sb-minutes 60] [--sb-retrain] [--retrain] [--out benchmarks/results/accuracy.json]
 
-Run from the repository root. Every system is scored on one trial list: all 19,900 pairs
-of the cv-zh test speakers (20 x 10 utterances), the ``trials_pairs`` list that
-``voiceprint prepare`` writes (here into ``<work>/data/test``). For each system it prints
-EER with its 95% bootstrap interval over test speakers, minDCF(0.01), training minutes and
-the embedding real-time factor (embedding seconds / audio seconds, utterances one at a
-time, torch on ``--threads`` threads, decoding not counted), then writes the table as
-JSON and Markdown (``--out`` and the same name with ``.md``). Rows of systems not run
-this time are kept from an earlier file.
+Run from the repository root. Every system is scored on the same trial sets: all pairs of
+the test split of each ``--set`` corpus (default: the so762 dev set, 60 speakers x 20
+clips, 719,400 trials, and the cv-zh v2 test set, 20 x 10, 19,900 trials), the
+``trials_pairs`` lists that ``voiceprint prepare`` writes (here into
+``<work>/data/<set>``). For each system and set it prints EER with its 95% bootstrap
+interval over test speakers, minDCF(0.01), the actual DCF at the Bayes threshold of its
+calibrated LLRs, training minutes and the embedding real-time factor (embedding seconds /
+audio seconds, utterances one at a time, on the smallest set, torch on ``--threads``
+threads, decoding not counted), then writes the tables as JSON and Markdown (``--out``
+and the same name with ``.md``). Rows of systems not run this time are kept from an
+earlier file measured on the same trials.
 
 Systems (``--only`` picks some):
 
@@ -19,22 +23,26 @@ Systems (``--only`` picks some):
   statistics, cosine (benchmarks/references/mfcc_baseline.py).
 * ``resemblyzer``: the pretrained GE2E encoder from PyPI (references/resemblyzer_ref.py).
 * ``speechbrain``: SpeechBrain 1.1.2's ECAPA recipe trained here from scratch on the
-  training speakers for ``--sb-minutes`` (references/speechbrain_ref.py); the model is
-  cached in ``<work>/speechbrain/`` and reused unless ``--sb-retrain``.
-* ``voiceprint``: each ``--config``, trained with voiceprint's own trainer unless
-  ``exp/<name>/`` holds a finished checkpoint (``--retrain`` forces; an unfinished one is
-  resumed), evaluated with ``voiceprint.evaluation.evaluate`` (its own back-end: mean
-  subtraction, AS-norm) on the same trials; training time is the checkpoint history's sum
-  of epoch seconds.
+  shipped model's training speakers for ``--sb-minutes`` on ``--threads`` cores
+  (references/speechbrain_ref.py); cached in ``<work>/speechbrain/`` unless
+  ``--sb-retrain``.
+* ``voiceprint``: each ``--model`` file (default: the shipped model), scored through its
+  own deployed scorer by ``voiceprint.evaluation.evaluate`` (what ``voiceprint evaluate
+  --model`` runs); and each ``--config``, trained with voiceprint's trainer unless
+  ``exp/<name>/`` holds a finished checkpoint, then evaluated the same way.
 
-The training list of the references is the protocol's (``DataConfig`` defaults: every
-training speaker, at most ``--train-utts`` utterances each, seed 1234), the list
-``voiceprint prepare`` writes for the lab recipes.
+The references train on the training list of ``--train-config`` (default
+configs/shipped.yaml: cv-zh train + so762 train less the held-out speakers, the list the
+shipped model was trained on). Their cosine scores are calibrated the way the shipped
+model is: a score-to-LLR calibration fitted on one-clip trials of the held-out speakers
+(``<work>/../shipped/data/calibration``, never dev or test), so that every row has an
+actual DCF.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -56,156 +64,197 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.references` i
 
 from benchmarks.references import (  # noqa: E402
     TrialSet,
+    WaveEmbedder,
     embed_waves,
     load_trial_set,
     score_trials,
     trial_metrics,
 )
-from voiceprint import audio  # noqa: E402
+from voiceprint import audio, metrics  # noqa: E402
 from voiceprint.allocator import keep_freed_memory  # noqa: E402
-from voiceprint.config import DataConfig  # noqa: E402
+from voiceprint.calibration import enroll_style_trials  # noqa: E402
+from voiceprint.config import DataConfig, ExperimentConfig, load_config  # noqa: E402
 from voiceprint.data.corpus import CorpusError, Utterance, find_wav_root, scan_split  # noqa: E402
 from voiceprint.data.dataset import load_waves, speaker_labels  # noqa: E402
-from voiceprint.data.protocol import prepare_test, select  # noqa: E402
+from voiceprint.data.protocol import prepare, prepare_test  # noqa: E402
 from voiceprint.evaluation import write_scores  # noqa: E402
+from voiceprint.scoring import ScoreCalibration  # noqa: E402
 
 log = logging.getLogger("accuracy")
 
 SYSTEMS = ("mfcc", "resemblyzer", "speechbrain", "voiceprint")
-DEFAULT_ROOT = REPO.parent / "shared" / "data" / "cv-zh"
+SHARED = REPO.parent / "shared" / "data"
+DEFAULT_SETS = {"so762-dev": SHARED / "so762", "cv-zh-test": SHARED / "cv-zh"}
+DEFAULT_MODEL = REPO / "src" / "voiceprint" / "assets" / "default.onnx"
+DEFAULT_TRAIN_CONFIG = REPO / "configs" / "shipped.yaml"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "accuracy.json"
-# Issue 3's figures for the references on this protocol: (EER fraction, minDCF(0.01)).
-ISSUE_FIGURES = {
-    "mfcc": (0.110, 0.838),
-    "resemblyzer": (0.0722, 0.669),
-    "speechbrain": (0.0589, 0.569),
+P_TARGET = 0.01
+# The data READMEs' figures for the references: {set: {system: (EER fraction, minDCF)}}.
+README_FIGURES = {
+    "so762-dev": {"mfcc": (0.0935, 0.788), "resemblyzer": (0.0687, 0.624)},
+    "cv-zh-test": {"mfcc": (0.1144, 0.775), "resemblyzer": (0.0744, 0.391)},
 }
 
 
 @dataclass
 class Row:
-    """One system's line of the table; rates as fractions, ``rtf`` = embed s / audio s."""
+    """One system on one trial set; rates as fractions, ``rtf`` = embed s / audio s."""
 
     system: str
+    trial_set: str
     eer: float
     eer_ci95: list[float]
     min_dcf: float
+    act_dcf: float | None
+    act_dcf_ci95: list[float] | None
     training_minutes: float | None  # None: not trained here (pretrained elsewhere)
-    rtf: float
-    issue_figure: list[float] | None = None  # [EER, minDCF] that issue 3 quotes
+    rtf: float | None
+    readme_figure: list[float] | None = None  # [EER, minDCF] the data README quotes
     details: dict[str, Any] = field(default_factory=dict)
     measured_at: str = ""
 
 
 @dataclass
+class EvalSet:
+    """One trial set: its name, corpus root, prepared folder, trials and decoded audio."""
+
+    name: str
+    root: Path
+    folder: Path
+    trials: TrialSet
+    waves: list[np.ndarray]
+
+    def utt_ids(self) -> list[str]:
+        return [u.utt for u in self.trials.utts]
+
+
+@dataclass
+class SystemScores:
+    """What one system produced: per set, its scores and (if calibrated) LLRs."""
+
+    system: str
+    key: str
+    scores: dict[str, np.ndarray]
+    llr: dict[str, np.ndarray | None]
+    minutes: float | None
+    rtf: float | None
+    details: dict[str, Any]
+
+
+@dataclass
 class Context:
-    """What every system shares: the trials, the decoded test audio, the training list."""
+    """What every system shares: the trial sets and the references' training lists."""
 
     args: argparse.Namespace
-    root: Path
-    test_folder: Path
-    trial_set: TrialSet
-    test_waves: list[np.ndarray]
+    sets: list[EvalSet]
+    train_config: ExperimentConfig
     train_utts: list[Utterance]
-    _train_waves: list[np.ndarray] | None = None
+    calibration_utts: list[Utterance]
+    _waves: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     @property
     def progress(self) -> bool:
         return not self.args.quiet
 
-    def train_waves(self) -> list[np.ndarray]:
-        """The training utterances decoded at 16 kHz (once, on first use)."""
-        if self._train_waves is None:
+    def _decoded(self, name: str, utts: list[Utterance]) -> list[np.ndarray]:
+        if name not in self._waves:
             started = time.perf_counter()
-            self._train_waves = load_waves(self.train_utts, 16000, progress=self.progress)
+            self._waves[name] = load_waves(utts, 16000, progress=self.progress)
             log.info(
-                "decoded %d training utterances in %.1f s",
-                len(self._train_waves),
+                "decoded %d %s utterances in %.1f s",
+                len(utts),
+                name,
                 time.perf_counter() - started,
             )
-        return self._train_waves
+        return self._waves[name]
 
-    def metrics(self, scores: np.ndarray) -> dict[str, Any]:
-        return trial_metrics(scores, self.trial_set, n_boot=self.args.bootstrap, seed=42)
+    def train_waves(self) -> list[np.ndarray]:
+        """The references' training utterances at 16 kHz (decoded once, on first use)."""
+        return self._decoded("training", self.train_utts)
 
-    def utt_ids(self) -> list[str]:
-        return [u.utt for u in self.trial_set.utts]
+    def calibration_waves(self) -> list[np.ndarray]:
+        """The held-out speakers' utterances at 16 kHz (decoded once, on first use)."""
+        return self._decoded("calibration", self.calibration_utts)
+
+    @property
+    def rtf_set(self) -> EvalSet:
+        """The set the real-time factor is timed on: the one with the fewest clips."""
+        return min(self.sets, key=lambda s: len(s.waves))
 
 
 # ----------------------------------------------------------------------------- systems
 
 
-def _row(
+def calibrate_cosine(ctx: Context, embedder: WaveEmbedder) -> tuple[ScoreCalibration, dict]:
+    """A score-to-LLR calibration of ``embedder``'s cosine scores, fitted as the shipped
+    model's is: one-clip trials among the held-out speakers, within each corpus."""
+    trials = enroll_style_trials(ctx.calibration_utts, 1, list(ctx.train_config.data.corpora))
+    emb, _ = embed_waves(embedder, ctx.calibration_waves(), threads=ctx.args.threads)
+    scores = score_trials(emb, [u.utt for u in ctx.calibration_utts], trials.trials)
+    labels = trials.labels()
+    calibration = ScoreCalibration().fit(scores[labels], scores[~labels], p_target=P_TARGET)
+    source = {
+        "speakers": len({u.speaker for u in ctx.calibration_utts}),
+        "trials": int(labels.size),
+        "target_trials": int(labels.sum()),
+    }
+    return calibration, source
+
+
+def reference_scores(
     ctx: Context,
     system: str,
-    scores: np.ndarray,
+    key: str,
+    embedder: WaveEmbedder,
     minutes: float | None,
-    rtf: float,
     details: dict[str, Any],
-    figure_key: str | None = None,
-) -> Row:
-    m = ctx.metrics(scores)
-    figure = ISSUE_FIGURES.get(figure_key or system)
-    details = {
-        "n_target": m["n_target"],
-        "n_nontarget": m["n_nontarget"],
-        "threads": ctx.args.threads,
-        "load_average_1min": round(os.getloadavg()[0], 2),  # just after the RTF run
-        "confusable_pairs": m["confusable_pairs"],
-        "min_dcf_without_top_pair": m["min_dcf_without_top_pair"],
-        **details,
-    }
-    _write_scores(ctx, figure_key or system, scores)
-    return Row(
-        system=system,
-        eer=m["eer"],
-        eer_ci95=m["eer_ci95"],
-        min_dcf=m["min_dcf"],
-        training_minutes=minutes,
-        rtf=rtf,
-        issue_figure=list(figure) if figure else None,
-        details=details,
-        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
+) -> SystemScores:
+    """Embed every set's clips one at a time, cosine-score its trials, calibrate."""
+    calibration, source = calibrate_cosine(ctx, embedder)
+    scores: dict[str, np.ndarray] = {}
+    llr: dict[str, np.ndarray | None] = {}
+    rtf = None
+    for s in ctx.sets:
+        emb, set_rtf = embed_waves(embedder, s.waves, threads=ctx.args.threads)
+        if s is ctx.rtf_set:
+            rtf = set_rtf
+        scores[s.name] = score_trials(emb, s.utt_ids(), s.trials.trials)
+        llr[s.name] = calibration.llr(scores[s.name])
+    details = {"scoring": "cosine", "calibration": source, **details}
+    return SystemScores(system, key, scores, llr, minutes, rtf, details)
 
 
-def run_mfcc(ctx: Context) -> Row:
+def run_mfcc(ctx: Context) -> SystemScores:
     """Training-free MFCC mean+std (standardised with training statistics), cosine."""
     from benchmarks.references.mfcc_baseline import MfccMeanStd
 
     baseline = MfccMeanStd(n_mels=40, n_mfcc=30)
     started = time.perf_counter()
     baseline.fit(ctx.train_waves())
-    fit_seconds = time.perf_counter() - started
-    emb, rtf = embed_waves(baseline, ctx.test_waves, threads=ctx.args.threads)
-    scores = score_trials(emb, ctx.utt_ids(), ctx.trial_set.trials)
     details = {
         "features": "MFCC 30 of 40 mels, 25/10 ms, no CMN; [mean, std] over frames",
         "normalisation": f"per-dimension z-score from {len(ctx.train_utts)} training utterances",
-        "fit_seconds": round(fit_seconds, 1),
+        "fit_seconds": round(time.perf_counter() - started, 1),
     }
-    return _row(ctx, "MFCC mean+std (training-free)", scores, 0.0, rtf, details, "mfcc")
+    return reference_scores(ctx, "MFCC mean+std (training-free)", "mfcc", baseline, 0.0, details)
 
 
-def run_resemblyzer(ctx: Context) -> Row:
+def run_resemblyzer(ctx: Context) -> SystemScores:
     """Resemblyzer's pretrained GE2E encoder on 16 kHz audio from voiceprint.audio.load."""
     from benchmarks.references.resemblyzer_ref import ResemblyzerEmbedder
 
-    embedder = ResemblyzerEmbedder()
-    emb, rtf = embed_waves(embedder, ctx.test_waves, threads=ctx.args.threads)
-    scores = score_trials(emb, ctx.utt_ids(), ctx.trial_set.trials)
     details = {"weights": "pretrained GE2E (ships with resemblyzer 0.1.4), not trained here"}
-    return _row(ctx, "Resemblyzer (pretrained)", scores, None, rtf, details, "resemblyzer")
+    return reference_scores(
+        ctx, "Resemblyzer (pretrained)", "resemblyzer", ResemblyzerEmbedder(), None, details
+    )
 
 
-def run_speechbrain(ctx: Context) -> Row:
+def run_speechbrain(ctx: Context) -> SystemScores:
     """SpeechBrain's ECAPA recipe trained on the training speakers for --sb-minutes."""
     from benchmarks.references.speechbrain_ref import SBRecipe, load_or_train
 
-    recipe = SBRecipe(minutes=ctx.args.sb_minutes)
+    recipe = SBRecipe(minutes=ctx.args.sb_minutes, threads=ctx.args.threads)
     speakers, labels = speaker_labels(ctx.train_utts)
-    if ctx.args.threads:
-        torch.set_num_threads(ctx.args.threads)
     model, info = load_or_train(
         Path(ctx.args.work) / "speechbrain",
         ctx.train_waves,
@@ -216,8 +265,6 @@ def run_speechbrain(ctx: Context) -> Row:
         retrain=ctx.args.sb_retrain,
         progress=ctx.progress,
     )
-    emb, rtf = embed_waves(model, ctx.test_waves, threads=ctx.args.threads)
-    scores = score_trials(emb, ctx.utt_ids(), ctx.trial_set.trials)
     details = {
         "recipe": asdict(recipe),
         "epochs": round(info["epochs"], 2),
@@ -225,13 +272,12 @@ def run_speechbrain(ctx: Context) -> Row:
         "n_params": info["n_params"],
         "train_utterances": len(ctx.train_utts),
         "train_speakers": len(speakers),
+        "wall_minutes": round(info.get("wall_seconds", info["train_seconds"]) / 60, 1),
         "checkpoint": info["checkpoint"],
         "cached": info["cached"],
-        "issue_rtf": 0.0049,
     }
-    minutes = info["train_seconds"] / 60.0
-    name = f"SpeechBrain 1.1.2 ECAPA ({ctx.args.sb_minutes:g} min budget)"
-    return _row(ctx, name, scores, minutes, rtf, details, "speechbrain")
+    name = f"SpeechBrain 1.1.2 ECAPA from scratch ({ctx.args.sb_minutes:g} min on 2 cores)"
+    return reference_scores(ctx, name, "speechbrain", model, info["train_seconds"] / 60.0, details)
 
 
 class _VoiceprintWaves:
@@ -245,7 +291,7 @@ class _VoiceprintWaves:
 
 
 def read_scores(path: Path, trial_set: TrialSet) -> np.ndarray:
-    """Scores from a ``scores.txt`` (enroll test score label) in ``trial_set`` order.
+    """The scores of a ``scores.txt`` (enroll test score label) in ``trial_set`` order.
 
     Raises ValueError when a trial of the set has no score in the file.
     """
@@ -262,70 +308,112 @@ def read_scores(path: Path, trial_set: TrialSet) -> np.ndarray:
     return np.array([table[(a, b)] for a, b, _ in trial_set.trials])
 
 
-def run_voiceprint(ctx: Context, config_path: Path) -> Row:
-    """Train (unless a finished checkpoint exists) and evaluate one voiceprint recipe."""
-    from voiceprint.artifact import load_checkpoint
-    from voiceprint.config import load_config
-    from voiceprint.data.protocol import prepare
-    from voiceprint.embedder import Embedder
+def run_model_file(ctx: Context, model: Path, minutes: float | None = None) -> SystemScores:
+    """A model file (checkpoint or ONNX) through its deployed scorer on every set."""
+    from voiceprint.embedder import load_embedder
     from voiceprint.evaluation import evaluate
+
+    embedder = load_embedder(model, threads=ctx.args.threads)
+    scores: dict[str, np.ndarray] = {}
+    llr: dict[str, np.ndarray | None] = {}
+    backend = None
+    for s in ctx.sets:
+        out_dir = Path(ctx.args.work) / "eval" / model.stem / s.name
+        results = evaluate(
+            model, data_dir=str(s.folder), trials="pairs", out_dir=out_dir, progress=ctx.progress
+        )
+        scores[s.name] = read_scores(out_dir / "scores.txt", s.trials)
+        scorer = embedder.scorer
+        llr[s.name] = scorer.llr(scores[s.name]) if scorer.calibrated else None
+        backend = results.get("backend")
+    _, rtf = embed_waves(_VoiceprintWaves(embedder), ctx.rtf_set.waves, threads=ctx.args.threads)
+    details = {"model": str(model), "backend": backend, "model_id": embedder.model_id}
+    name = f"voiceprint {model.name}" + (" (shipped default)" if model == DEFAULT_MODEL else "")
+    return SystemScores(name, model.stem, scores, llr, minutes, rtf, details)
+
+
+def run_recipe(ctx: Context, config_path: Path) -> SystemScores:
+    """Train (unless a finished checkpoint exists) one recipe; evaluate its checkpoint."""
+    from voiceprint.artifact import load_checkpoint
     from voiceprint.training.trainer import train
 
-    config = load_config(config_path, [f"data.root={ctx.root}"])
+    config = load_config(config_path, [])
     checkpoint = config.out_dir / config.checkpoint_name
     total = config.train.epochs + config.train.finetune_epochs
     done = int(load_checkpoint(checkpoint)["epoch"]) if checkpoint.is_file() else 0
     if ctx.args.retrain or done < total:
         resume = done > 0 and not ctx.args.retrain
         log.info(
-            "%s: %s (%d of %d epochs in %s)",
+            "%s: %s (%d of %d epochs)",
             config.name,
             "resuming" if resume else "training",
             done,
             total,
-            checkpoint,
         )
-        prepared = prepare(config, progress=ctx.progress)
-        train(config, prepared, resume=resume, progress=ctx.progress)
-    else:
-        log.info(
-            "%s: using %s (%d epochs; --retrain to train again)", config.name, checkpoint, done
-        )
+        train(config, prepare(config, progress=ctx.progress), resume=resume, progress=ctx.progress)
     payload = load_checkpoint(checkpoint)
     minutes = sum(float(h["seconds"]) for h in payload["history"]) / 60.0
-    out_dir = config.out_dir / "eval" / "bench_accuracy"
-    results = evaluate(
-        checkpoint,
-        data_dir=str(ctx.test_folder),
-        trials="pairs",
-        out_dir=out_dir,
-        progress=ctx.progress,
-    )
-    scores = read_scores(out_dir / "scores.txt", ctx.trial_set)
-    embedder = Embedder.from_checkpoint(checkpoint)
-    _, rtf = embed_waves(_VoiceprintWaves(embedder), ctx.test_waves, threads=ctx.args.threads)
-    n_params = sum(p.numel() for p in embedder.encoder.model.parameters())
-    details = {
-        "config": str(config_path),
-        "checkpoint": str(checkpoint),
-        "epochs": int(payload["epoch"]),
-        "averaged_epochs": int(payload.get("averaged_epochs", 1)),
-        "n_params": n_params,
-        "backend": results.get("backend"),
-        "model_id": payload.get("model_id"),
-    }
-    return _row(ctx, f"voiceprint {config.name}", scores, minutes, rtf, details)
+    result = run_model_file(ctx, checkpoint, minutes)
+    result.system = f"voiceprint {config.name}"
+    result.details["config"] = str(config_path)
+    return result
 
 
-# ----------------------------------------------------------------------------- output
+# ----------------------------------------------------------------------------- rows
 
 
-def _write_scores(ctx: Context, key: str, scores: np.ndarray) -> Path:
+def rows_of(ctx: Context, result: SystemScores) -> list[Row]:
+    """One row per trial set: EER [CI], minDCF, actual DCF [CI] of ``result``."""
+    rows = []
+    for s in ctx.sets:
+        scores, llr = result.scores[s.name], result.llr[s.name]
+        m = trial_metrics(scores, s.trials, n_boot=ctx.args.bootstrap, seed=42)
+        act = act_ci = None
+        if llr is not None:
+            labels = s.trials.labels
+            act = metrics.act_dcf(llr[labels], llr[~labels], P_TARGET)
+            spk_a, spk_b = s.trials.speakers()
+            ci = metrics.bootstrap_dcf(
+                scores, labels, spk_a, spk_b, P_TARGET, llr=llr, n_boot=200, seed=42
+            )
+            act_ci = list(ci["act_dcf"])
+        _write_scores(ctx, f"{result.key}_{s.name}", s, scores)
+        figure = README_FIGURES.get(s.name, {}).get(result.key)
+        rows.append(
+            Row(
+                system=result.system,
+                trial_set=s.name,
+                eer=m["eer"],
+                eer_ci95=m["eer_ci95"],
+                min_dcf=m["min_dcf"],
+                act_dcf=act,
+                act_dcf_ci95=act_ci,
+                training_minutes=result.minutes,
+                rtf=result.rtf,
+                readme_figure=list(figure) if figure else None,
+                details={
+                    "n_target": m["n_target"],
+                    "n_nontarget": m["n_nontarget"],
+                    "threads": ctx.args.threads,
+                    "confusable_pairs": m["confusable_pairs"],
+                    "min_dcf_without_top_pair": m["min_dcf_without_top_pair"],
+                    **result.details,
+                },
+                measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            )
+        )
+    return rows
+
+
+def _write_scores(ctx: Context, key: str, s: EvalSet, scores: np.ndarray) -> Path:
     """``<work>/scores/<key>.txt``: ``enroll test score target|nontarget`` per trial."""
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
     path = Path(ctx.args.work) / "scores" / f"{name}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_scores(path, ctx.trial_set.trials, scores)
+    return write_scores(path, s.trials.trials, scores)
+
+
+# ----------------------------------------------------------------------------- output
 
 
 def _pct(x: float) -> str:
@@ -335,15 +423,24 @@ def _pct(x: float) -> str:
 def markdown_table(rows: list[Row]) -> str:
     """The rows as a Markdown table (EER in %, with its 95% bootstrap interval)."""
     lines = [
-        "| System | EER % [95% CI] | minDCF(0.01) | Training (min) | RTF | Issue 3 figure |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| System | EER % [95% CI] | minDCF(0.01) | actual DCF [95% CI] | Training (min) "
+        "| RTF | data README figure |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        minutes = "pretrained" if r.training_minutes is None else f"{r.training_minutes:.1f}"
-        figure = f"{_pct(r.issue_figure[0])} / {r.issue_figure[1]:.3f}" if r.issue_figure else ""
+        minutes = "–" if r.training_minutes is None else f"{r.training_minutes:.1f}"
+        if r.system.startswith("Resemblyzer"):
+            minutes = "pretrained"
+        figure = f"{_pct(r.readme_figure[0])} / {r.readme_figure[1]:.3f}" if r.readme_figure else ""
+        act = "–"
+        if r.act_dcf is not None:
+            act = f"{r.act_dcf:.3f}"
+            if r.act_dcf_ci95:
+                act += f" [{r.act_dcf_ci95[0]:.2f}, {r.act_dcf_ci95[1]:.2f}]"
+        rtf = "" if r.rtf is None else f"{r.rtf:.4f}"
         lines.append(
             f"| {r.system} | {_pct(r.eer)} [{_pct(r.eer_ci95[0])}, {_pct(r.eer_ci95[1])}] "
-            f"| {r.min_dcf:.3f} | {minutes} | {r.rtf:.4f} | {figure} |"
+            f"| {r.min_dcf:.3f} | {act} | {minutes} | {rtf} | {figure} |"
         )
     return "\n".join(lines)
 
@@ -375,17 +472,15 @@ def _order(row: Row) -> tuple[int, str]:
 
 
 def write_outputs(out: Path, rows: list[Row], protocol: dict[str, Any]) -> list[Row]:
-    """Write ``out`` (JSON) and ``out.with_suffix('.md')``; earlier rows of other systems stay.
-
-    Returns all rows written, in table order.
-    """
-    merged = {r.system: r for r in rows}
+    """Write ``out`` (JSON) and ``out.with_suffix('.md')``; earlier rows of other systems
+    measured on the same trials stay. Returns all rows written, in table order."""
+    merged = {(r.system, r.trial_set): r for r in rows}
     if out.is_file():
         try:
             old = json.loads(out.read_text(encoding="utf-8"))
-            if old.get("protocol", {}).get("trials_sha") == protocol["trials_sha"]:
+            if old.get("protocol", {}).get("sets") == protocol["sets"]:
                 for item in old.get("systems", []):
-                    merged.setdefault(item["system"], Row(**item))
+                    merged.setdefault((item["system"], item["trial_set"]), Row(**item))
             else:
                 log.info("%s was measured on other trials: not merging its rows", out)
         except (ValueError, TypeError, KeyError) as err:
@@ -395,29 +490,36 @@ def write_outputs(out: Path, rows: list[Row], protocol: dict[str, Any]) -> list[
     payload = {"protocol": protocol, "systems": [asdict(r) for r in table]}
     out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     md = [
-        "# Accuracy on cv-zh (all test pairs)",
+        "# Accuracy on the dev set and the lab's test set (all pairs)",
         "",
-        f"{protocol['n_trials']} trials ({protocol['n_target']} target) over "
-        f"{protocol['n_speakers']} test speakers x {protocol['utts_per_speaker']} utterances; "
-        f"cosine scoring; EER 95% CI from {protocol['bootstrap']} speaker-bootstrap resamples; "
-        f"RTF = embedding time / audio time, one utterance at a time, torch threads: "
+        f"Scores of each system's own back-end; the references score cosine, calibrated on "
+        f"one-clip trials of the {protocol['calibration_speakers']} held-out training "
+        f"speakers as the shipped model is. References trained here use the shipped "
+        f"model's training list ({protocol['train_utterances']} utterances of "
+        f"{protocol['train_speakers']} speakers). EER 95% CI from {protocol['bootstrap']} "
+        f"speaker-bootstrap resamples, actual DCF CI from 200; actual DCF at the Bayes "
+        f"threshold for P(target) = {P_TARGET}. RTF = embedding time / audio time on "
+        f"{protocol['rtf_set']}, one utterance at a time, torch threads: "
         f"{protocol['threads']} ({protocol['machine']}).",
         "",
-        markdown_table(table),
-        "",
-        "## What sets minDCF",
-        "",
-        "At the minDCF(0.01) threshold each false accept costs 99/n_nontarget, so a few "
-        "non-target speaker pairs can decide it. Below, for each system, the speaker pairs "
-        "with the most false accepts at its own minDCF threshold (false accepts / trials of "
-        "the pair, share of all false accepts), and the minDCF with that one pair's trials "
-        "left out: a sensitivity check, not a result.",
-        "",
-        confusion_table(table),
-        "",
-        "Written by `python benchmarks/accuracy.py` (see benchmarks/README.md).",
-        "",
     ]
+    for info in protocol["sets"]:
+        these = [r for r in table if r.trial_set == info["name"]]
+        md += [
+            f"## {info['name']}: {info['n_trials']:,} trials ({info['n_target']:,} target), "
+            f"{info['n_speakers']} speakers x {info['utts_per_speaker']} clips",
+            "",
+            markdown_table(these),
+            "",
+            "What sets minDCF: at its threshold each false accept costs 99/n_nontarget, so a "
+            "few non-target speaker pairs can decide it; the pairs with the most false "
+            "accepts, and the minDCF with the top pair left out (a sensitivity check, not "
+            "a result):",
+            "",
+            confusion_table(these),
+            "",
+        ]
+    md += ["Written by `python benchmarks/accuracy.py` (see benchmarks/README.md).", ""]
     out.with_suffix(".md").write_text("\n".join(md), encoding="utf-8")
     return table
 
@@ -425,23 +527,38 @@ def write_outputs(out: Path, rows: list[Row], protocol: dict[str, Any]) -> list[
 # ----------------------------------------------------------------------------- main
 
 
-def resolve_root(text: str | None) -> Path:
-    """The corpus root (default ../shared/data/cv-zh beside the repository); clear error."""
-    root = Path(text).expanduser() if text else DEFAULT_ROOT
-    try:
-        find_wav_root(root)
-    except CorpusError as err:
-        raise SystemExit(
-            f"accuracy benchmark: {err}. Pass --root with the cv-zh corpus "
-            f"(default {DEFAULT_ROOT})."
-        ) from err
-    return root.resolve()
+def parse_sets(texts: list[str]) -> dict[str, Path]:
+    """``NAME=ROOT`` pairs (default: so762 dev and cv-zh test); each root checked."""
+    sets = {}
+    for text in texts:
+        name, sep, root = text.partition("=")
+        if not sep or not name or not root:
+            raise SystemExit(f"accuracy benchmark: --set takes NAME=ROOT, got {text!r}")
+        sets[name] = Path(root).expanduser()
+    sets = sets or dict(DEFAULT_SETS)
+    for name, root in sets.items():
+        try:
+            find_wav_root(root)
+        except CorpusError as err:
+            raise SystemExit(
+                f"accuracy benchmark: set {name}: {err}. The default sets need "
+                f"../shared/data/so762 and ../shared/data/cv-zh beside the repository."
+            ) from err
+    return sets
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="EER/minDCF of voiceprint recipes beside MFCC, Resemblyzer and "
-        "SpeechBrain references on the same trials.",
+        description="EER/minDCF/actual DCF of the shipped model beside MFCC, Resemblyzer "
+        "and SpeechBrain references on the same dev trials.",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        type=Path,
+        help="model file (.pth/.onnx) scored through its own scorer; repeatable "
+        f"(default: {DEFAULT_MODEL.relative_to(REPO)})",
     )
     parser.add_argument(
         "--config",
@@ -450,7 +567,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="voiceprint recipe YAML to train (if needed) and evaluate; repeatable",
     )
-    parser.add_argument("--root", help=f"cv-zh corpus root (default {DEFAULT_ROOT})")
+    parser.add_argument(
+        "--set", action="append", default=[], help="NAME=ROOT trial set; repeatable"
+    )
+    parser.add_argument(
+        "--train-config",
+        type=Path,
+        default=DEFAULT_TRAIN_CONFIG,
+        help="recipe whose training list (and held-out speakers) the references use",
+    )
     parser.add_argument(
         "--only",
         default=",".join(SYSTEMS),
@@ -461,17 +586,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--work",
         type=Path,
         default=Path("exp") / "bench_accuracy",
-        help="benchmark folder for the trial list and the SpeechBrain cache",
+        help="benchmark folder for the trial lists, scores and the SpeechBrain cache",
     )
-    parser.add_argument("--sb-minutes", type=float, default=41.0, help="SpeechBrain budget")
+    parser.add_argument("--sb-minutes", type=float, default=60.0, help="SpeechBrain budget")
     parser.add_argument("--sb-retrain", action="store_true", help="ignore the cached SB model")
     parser.add_argument("--retrain", action="store_true", help="retrain the --config recipes")
-    parser.add_argument(
-        "--train-utts",
-        type=int,
-        default=DataConfig.train_utts,
-        help="training utterances per speaker for the references; 0 = all (default %(default)s)",
-    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -480,46 +599,66 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(only) - set(SYSTEMS))
     if unknown:
         parser.error(f"--only: unknown system(s) {unknown}; valid: {', '.join(SYSTEMS)}")
-    if "voiceprint" in only and not args.config and args.only != parser.get_default("only"):
-        parser.error("--only voiceprint needs at least one --config")
-    for path in args.config:
+    for path in [*args.config, *args.model, args.train_config]:
         if not path.is_file():
-            parser.error(f"--config {path} does not exist")
+            parser.error(f"{path} does not exist")
+    if not args.model and not args.config:
+        args.model = [DEFAULT_MODEL]
     args.only = only
+    args.sets = parse_sets(args.set)
     return args
 
 
 def build_context(args: argparse.Namespace) -> Context:
-    """Prepare the trial list, decode the test audio, select the training list."""
-    root = resolve_root(args.root)
-    data = DataConfig(root=str(root), train_utts=args.train_utts)
-    test_folder = Path(args.work) / "data" / "test"
-    prepare_test(scan_split(root, "test"), data, test_folder)
-    trial_set = load_trial_set(test_folder, "pairs")
-    test_waves = [audio.load(u.path, 16000) for u in trial_set.utts]
-    train_pool = scan_split(root, "train")
-    train_utts = select(train_pool, data.train_speakers, data.train_utts, data.seed, "train")
-    return Context(args, root, test_folder, trial_set, test_waves, train_utts)
+    """Prepare each trial set, decode its audio, read the references' training lists."""
+    sets = []
+    data = DataConfig(test_speakers=0, test_utts=0)  # every test speaker, every clip
+    for name, root in args.sets.items():
+        folder = Path(args.work) / "data" / name
+        prepare_test(scan_split(root, "test"), data, folder)
+        trials = load_trial_set(folder, "pairs")
+        waves = [audio.load(u.path, 16000) for u in trials.utts]
+        sets.append(EvalSet(name, root.resolve(), folder, trials, waves))
+    config = load_config(args.train_config, [])
+    prepared = prepare(config, progress=not args.quiet)
+    if not prepared.calibration_dir.is_dir():
+        raise SystemExit(
+            f"accuracy benchmark: {args.train_config} holds out no speakers "
+            "(data.heldout_share): the references would have nothing to calibrate on"
+        )
+    from voiceprint.data.corpus import read_kaldi_dir
+
+    return Context(args, sets, config, prepared.train, read_kaldi_dir(prepared.calibration_dir))
 
 
 def protocol_summary(ctx: Context) -> dict[str, Any]:
-    import hashlib
-
-    trials_text = (ctx.test_folder / "trials_pairs").read_bytes()
-    labels = ctx.trial_set.labels
-    speakers = {u.speaker for u in ctx.trial_set.utts}
+    sets = []
+    for s in ctx.sets:
+        labels = s.trials.labels
+        speakers = {u.speaker for u in s.trials.utts}
+        sets.append(
+            {
+                "name": s.name,
+                "root": str(s.root),
+                "trials_sha": hashlib.sha1((s.folder / "trials_pairs").read_bytes()).hexdigest()[
+                    :12
+                ],
+                "n_trials": int(labels.size),
+                "n_target": int(labels.sum()),
+                "n_speakers": len(speakers),
+                "utts_per_speaker": len(s.trials.utts) // max(len(speakers), 1),
+                "audio_seconds": round(sum(len(w) for w in s.waves) / 16000, 1),
+            }
+        )
     return {
-        "root": str(ctx.root),
-        "trials": str(ctx.test_folder / "trials_pairs"),
-        "trials_sha": hashlib.sha1(trials_text).hexdigest()[:12],
-        "n_trials": int(labels.size),
-        "n_target": int(labels.sum()),
-        "n_speakers": len(speakers),
-        "utts_per_speaker": len(ctx.trial_set.utts) // max(len(speakers), 1),
-        "test_audio_seconds": round(sum(len(w) for w in ctx.test_waves) / 16000, 1),
+        "sets": sets,
+        "train_config": str(ctx.args.train_config),
         "train_utterances": len(ctx.train_utts),
+        "train_speakers": len({u.speaker for u in ctx.train_utts}),
+        "calibration_speakers": len({u.speaker for u in ctx.calibration_utts}),
         "bootstrap": ctx.args.bootstrap,
         "threads": ctx.args.threads,
+        "rtf_set": ctx.rtf_set.name,
         "machine": f"{platform.machine()}, torch {torch.__version__}",
     }
 
@@ -534,51 +673,51 @@ def main(argv: list[str] | None = None) -> int:
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > cores - 0.5:
         log.warning(
-            "load average %.1f on %d cores: other jobs share the CPU, so training minutes "
-            "and RTF will read slow (accuracy is unaffected)",
+            "load average %.1f on %d cores: other jobs share the CPU, so RTF will read "
+            "slow (accuracy is unaffected; SpeechBrain's budget is CPU time)",
             load,
             cores,
         )
     ctx = build_context(args)
-    log.info(
-        "trials: %s (%d trials, %d target); %d test utterances, %d training utterances",
-        ctx.test_folder / "trials_pairs",
-        ctx.trial_set.labels.size,
-        int(ctx.trial_set.labels.sum()),
-        len(ctx.test_waves),
-        len(ctx.train_utts),
-    )
-    jobs: list[tuple[str, Callable[[], Row]]] = []
+    for s in ctx.sets:
+        log.info("%s: %d trials over %d clips", s.name, s.trials.labels.size, len(s.waves))
+    jobs: list[tuple[str, Callable[[], SystemScores]]] = []
     runners = {"mfcc": run_mfcc, "resemblyzer": run_resemblyzer, "speechbrain": run_speechbrain}
     for name in SYSTEMS[:3]:
         if name in args.only:
             jobs.append((name, lambda f=runners[name]: f(ctx)))
-    if args.config and "voiceprint" not in args.only:
-        log.warning("--only leaves out voiceprint: the --config recipes are not run")
     if "voiceprint" in args.only:
+        for model in args.model:
+            jobs.append((str(model), lambda m=model: run_model_file(ctx, m)))
         for path in args.config:
-            jobs.append((str(path), lambda p=path: run_voiceprint(ctx, p)))
+            jobs.append((str(path), lambda p=path: run_recipe(ctx, p)))
+    if not jobs:
+        log.warning("nothing to run: pick systems with --only")
+        return 1
     protocol = protocol_summary(ctx)
     rows: list[Row] = []
     table: list[Row] = []
     for name, job in jobs:
         log.info("--- %s", name)
-        row = job()
-        rows.append(row)
+        these = rows_of(ctx, job())
+        rows.extend(these)
         table = write_outputs(args.out, rows, protocol)  # after each system: a crash keeps it
-        log.info(
-            "%s: EER %s%% [%s, %s], minDCF %.3f, RTF %.4f",
-            row.system,
-            _pct(row.eer),
-            _pct(row.eer_ci95[0]),
-            _pct(row.eer_ci95[1]),
-            row.min_dcf,
-            row.rtf,
+        for row in these:
+            log.info(
+                "%s on %s: EER %s%% [%s, %s], minDCF %.3f, actual DCF %s",
+                row.system,
+                row.trial_set,
+                _pct(row.eer),
+                _pct(row.eer_ci95[0]),
+                _pct(row.eer_ci95[1]),
+                row.min_dcf,
+                "–" if row.act_dcf is None else f"{row.act_dcf:.3f}",
+            )
+    for info in protocol["sets"]:
+        print(
+            f"\n{info['name']}\n"
+            + markdown_table([r for r in table if r.trial_set == info["name"]])
         )
-    if not jobs:
-        log.warning("nothing to run: pick systems with --only, recipes with --config")
-        return 1
-    print(markdown_table(table))
     print(f"\nwritten: {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

@@ -229,10 +229,22 @@ def test_missing_resemblyzer_says_how_to_install(monkeypatch: pytest.MonkeyPatch
 # ----------------------------------------------------------------------------- command
 
 
-def _row(system: str, eer: float) -> accuracy.Row:
+def _row(system: str, eer: float, trial_set: str = "dev", act: float | None = None) -> accuracy.Row:
     pairs = [{"speakers": ["A", "B"], "false_accepts": 3, "trials": 4, "share": 0.75}]
     details = {"confusable_pairs": pairs, "min_dcf_without_top_pair": 0.2}
-    return accuracy.Row(system, eer, [eer - 0.01, eer + 0.01], 0.5, 1.5, 0.01, [0.1, 0.8], details)
+    return accuracy.Row(
+        system,
+        trial_set,
+        eer,
+        [eer - 0.01, eer + 0.01],
+        0.5,
+        act,
+        None if act is None else [act - 0.05, act + 0.05],
+        1.5,
+        0.01,
+        [0.1, 0.8],
+        details,
+    )
 
 
 def test_read_scores_follows_trial_order(tmp_path: Path) -> None:
@@ -248,25 +260,41 @@ def test_read_scores_follows_trial_order(tmp_path: Path) -> None:
 
 def test_write_outputs_merges_rows_of_the_same_trials(tmp_path: Path) -> None:
     out = tmp_path / "acc.json"
+    sets = [
+        {"name": n, "trials_sha": sha, "n_trials": 10, "n_target": 2, "n_speakers": 2}
+        | {"utts_per_speaker": 2}
+        for n, sha in (("dev", "abc"), ("test", "123"))
+    ]
     protocol = {
-        "trials_sha": "abc",
-        "n_trials": 10,
-        "n_target": 2,
-        "n_speakers": 2,
-        "utts_per_speaker": 2,
+        "sets": sets,
+        "calibration_speakers": 3,
+        "train_utterances": 40,
+        "train_speakers": 4,
         "bootstrap": 10,
         "threads": 2,
+        "rtf_set": "test",
         "machine": "test",
     }
-    accuracy.write_outputs(out, [_row("voiceprint x", 0.05)], protocol)
-    table = accuracy.write_outputs(out, [_row("MFCC mean+std", 0.12)], protocol)
-    assert [r.system for r in table] == ["MFCC mean+std", "voiceprint x"]
+    accuracy.write_outputs(out, [_row("voiceprint x", 0.05, act=0.55)], protocol)
+    table = accuracy.write_outputs(
+        out, [_row("MFCC mean+std", 0.12), _row("MFCC mean+std", 0.2, "test")], protocol
+    )
+    assert [(r.system, r.trial_set) for r in table] == [
+        ("MFCC mean+std", "dev"),
+        ("MFCC mean+std", "test"),
+        ("voiceprint x", "dev"),
+    ]
     saved = json.loads(out.read_text(encoding="utf-8"))
-    assert [s["system"] for s in saved["systems"]] == ["MFCC mean+std", "voiceprint x"]
+    assert [s["system"] for s in saved["systems"]] == ["MFCC mean+std"] * 2 + ["voiceprint x"]
     md = out.with_suffix(".md").read_text(encoding="utf-8")
-    assert "| MFCC mean+std | 12.00 [11.00, 13.00] | 0.500 | 1.5 | 0.0100 | 10.00 / 0.800 |" in md
-    assert "| voiceprint x | 0.500 | A–B 3/4 (75%) | 0.200 |" in md
-    other = dict(protocol, trials_sha="def")
+    dev, test = md.split("## test")
+    assert (
+        "| MFCC mean+std | 12.00 [11.00, 13.00] | 0.500 | – | 1.5 | 0.0100 | 10.00 / 0.800 |" in dev
+    )
+    assert "| voiceprint x | 5.00 [4.00, 6.00] | 0.500 | 0.550 [0.50, 0.60] | 1.5 |" in dev
+    assert "| MFCC mean+std | 20.00 [19.00, 21.00] |" in test and "voiceprint x" not in test
+    assert "| voiceprint x | 0.500 | A–B 3/4 (75%) | 0.200 |" in dev
+    other = dict(protocol, sets=[dict(sets[0], trials_sha="def")])
     table = accuracy.write_outputs(out, [_row("MFCC mean+std", 0.12)], other)
     assert [r.system for r in table] == ["MFCC mean+std"]
 
@@ -275,13 +303,22 @@ def test_command_line_errors(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         accuracy.parse_args(["--only", "mfcc,bogus"])
     with pytest.raises(SystemExit):
-        accuracy.parse_args(["--only", "voiceprint"])
-    with pytest.raises(SystemExit):
         accuracy.parse_args(["--config", str(tmp_path / "missing.yaml")])
-    args = accuracy.parse_args(["--only", "mfcc, resemblyzer", "--sb-minutes", "2"])
+    with pytest.raises(SystemExit, match="NAME=ROOT"):
+        accuracy.parse_sets(["no-root"])
+    with pytest.raises(SystemExit, match="set elsewhere"):
+        accuracy.parse_sets([f"elsewhere={tmp_path / 'no-corpus'}"])
+
+
+def test_command_line_defaults_and_sets(tmp_path: Path) -> None:
+    from voiceprint.synth import synthesize_corpus
+
+    root = synthesize_corpus(tmp_path / "c", train_speakers=2, test_speakers=2, utts_per_speaker=2)
+    args = accuracy.parse_args(
+        ["--only", "mfcc, resemblyzer", "--sb-minutes", "2", "--set", f"mine={root}"]
+    )
     assert args.only == ["mfcc", "resemblyzer"] and args.sb_minutes == 2.0
-    with pytest.raises(SystemExit, match="Pass --root"):
-        accuracy.resolve_root(str(tmp_path / "no-corpus"))
+    assert args.sets == {"mine": root} and args.model == [accuracy.DEFAULT_MODEL]
 
 
 def test_pair_similarity_standardises_and_ranks_speaker_pairs(tmp_path: Path) -> None:
