@@ -283,22 +283,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from voiceprint.service import create_app
+        from voiceprint.service.access import KeyRing, RateLimit, is_loopback
     except ImportError as err:
         extra = "pip install 'voiceprint[serve]'"
         raise ValueError(f"serving needs the [serve] extra: {extra} ({err})") from err
+    if args.api_key is not None:
+        raise ValueError(
+            "--api-key is not accepted: a key on the command line shows in ps and shell "
+            "history. Put keys in a file (--api-key-file FILE, lines '<id> <admin|client> "
+            "<secret>') or in $VOICEPRINT_API_KEYS / $VOICEPRINT_API_KEY"
+        )
+    keys = KeyRing.from_file(args.api_key_file) if args.api_key_file else KeyRing.from_env()
+    if not keys and not is_loopback(args.host) and not args.insecure:
+        raise ValueError(
+            f"refusing to serve voiceprints on {args.host} without API keys: anyone who can "
+            "reach it could enroll, list and probe voices. Configure keys (--api-key-file "
+            "or $VOICEPRINT_API_KEYS), listen on 127.0.0.1, or pass --insecure"
+        )
+    store = db_path(args.db)
+    audit = args.audit_log or f"{store}.audit.jsonl"
     embedder = load_model(args.model)
-    api_key = args.api_key or os.environ.get("VOICEPRINT_API_KEY")
     app = create_app(
         embedder,
-        db_path(args.db),
-        api_key=api_key,
+        store,
+        keys,
         max_upload_mb=args.max_upload_mb,
         max_audio_seconds=args.max_audio_seconds,
         decision=choose_decision(embedder, args.threshold, args.far, args.p_target),
+        rate_limit=RateLimit.parse(args.rate_limit),
+        audit_log=None if audit == "off" else audit,
     )
+    access = f"{len(keys)} API key(s)" if keys else "no API keys (open)"
     print(
         f"serving model {embedder.model_id} ({embedder.backend}) on http://{args.host}:{args.port}/"
-        f"  store {db_path(args.db)}  api key {'required' if api_key else 'off'}",
+        f"  store {store}  {access}  rate limit {args.rate_limit}  audit log {audit}",
         file=sys.stderr,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
@@ -395,8 +413,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument(
-        "--api-key",
-        help="require this X-API-Key for enroll/delete (default: $VOICEPRINT_API_KEY; none = open)",
+        "--api-key-file",
+        help="API keys, one '<id> <admin|client> <secret>' per line (default: "
+        "$VOICEPRINT_API_KEYS, $VOICEPRINT_API_KEY; none = open, loopback only)",
+    )
+    p.add_argument("--api-key", help=argparse.SUPPRESS)  # refused with an explanation
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow serving on a non-loopback address without API keys",
+    )
+    p.add_argument(
+        "--rate-limit",
+        default="60/min",
+        help="verify + identify requests per key: N/s, N/min, N/hour or 0 (default 60/min)",
+    )
+    p.add_argument(
+        "--audit-log",
+        help="JSON-lines audit log of enroll/delete/verify/identify "
+        "(default: <db>.audit.jsonl; 'off' for none)",
     )
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="upload limit (default 10)")
     p.add_argument(

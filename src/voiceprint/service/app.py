@@ -1,38 +1,44 @@
 """The HTTP API and the browser page, as a FastAPI app.
 
-    app = create_app(load_embedder("model.onnx"), "speakers.db", api_key="secret")
-    uvicorn.run(app)          # or: voiceprint serve --model model.onnx --api-key secret
+    keys = KeyRing.from_file("keys.txt")    # lines: <key id> <admin|client> <secret>
+    app = create_app(load_embedder("model.onnx"), "speakers.db", keys, audit_log="audit.jsonl")
+    uvicorn.run(app)      # or: voiceprint serve --model model.onnx --api-key-file keys.txt
 
-Endpoints (audio travels as multipart file uploads, any format audio.decode_bytes reads):
+Endpoints (audio travels as multipart file uploads, any format audio.decode_bytes reads;
+the role is the key an endpoint needs when keys are configured, admin keys may do all):
 
-    GET    /health                  model id, backend, threshold, number of speakers
-    POST   /v1/embed                file                  -> embedding
-    POST   /v1/compare              first, second         -> score, llr, decision
-    POST   /v1/enroll      (key)    name, file (1 or more) -> count
-    POST   /v1/verify               name, file            -> score, llr, decision
-    POST   /v1/identify             file, top             -> candidates, best first, and
-                                                             who it is (or "unknown")
-    GET    /v1/speakers                                   -> enrolled speakers
-    DELETE /v1/speakers/{name} (key)                      -> removed count
-    GET    /                        the browser page (voiceprint/web), /docs the OpenAPI docs
+    GET    /health                     model id, backend, threshold, number of speakers
+    POST   /v1/embed           client  file                  -> embedding
+    POST   /v1/compare         client  first, second         -> score, llr, decision
+    POST   /v1/enroll          admin   name, file (1 or more) -> count
+    POST   /v1/verify          client  name, file            -> score, llr, decision
+    POST   /v1/identify        client  file, top             -> candidates, best first, and
+                                                                who it is (or "unknown")
+    GET    /v1/speakers        admin                         -> enrolled speakers
+    DELETE /v1/speakers/{name} admin                         -> removed count
+    GET    /                   the browser page (voiceprint/web), /docs the OpenAPI docs
+
+Verify and identify are rate-limited per key (per client address without keys): 429
+with Retry-After past the limit. With ``audit_log``, enroll, delete, verify and identify
+each append one JSON line (time, key id, speaker, score, LLR, decision; never audio).
 
 Scores, LLRs and decisions come from the model's scorer (``voiceprint.scoring``), the
 same code evaluation measures; identification is open-set (the gallery-size threshold of
 ``Decision.for_gallery``). Errors are JSON ``{"detail": "..."}``: 400 bad audio (the
 decoder's message naming the upload) or no speech in it, 413 audio longer than
-``max_audio_seconds``, 401 missing / 403 wrong ``X-API-Key`` on the store-changing
-endpoints when a key is configured, 404 unknown speaker, 409 embeddings of another
-model, 413 a request body over ``max_upload_mb``, 422 missing fields.
+``max_audio_seconds``, 401 missing / 403 wrong ``X-API-Key`` (or a client key on an
+admin endpoint) when keys are configured, 404 unknown speaker, 409 embeddings of another
+model, 413 a request body over ``max_upload_mb``, 422 missing fields, 429 too many
+verify/identify requests.
 """
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -40,9 +46,11 @@ from pydantic import BaseModel
 from voiceprint import audio
 from voiceprint.embedder import Embedder
 from voiceprint.scoring import Decision, Match
+from voiceprint.service.access import AuditLog, KeyRing, RateLimit, RateLimiter
 from voiceprint.store import ModelMismatchError, SpeakerDB, UnknownSpeakerError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+DEFAULT_RATE_LIMIT = RateLimit(60, 60.0)  # verify + identify per key: one a second, bursts of 60
 
 
 class Health(BaseModel):
@@ -56,6 +64,7 @@ class Health(BaseModel):
     speakers: int
     api_key_required: bool
     max_upload_mb: float
+    rate_limit: str | None
 
 
 class Embedding(BaseModel):
@@ -161,22 +170,78 @@ class UploadLimit:
         await response(scope, receive, send)
 
 
+def _caller(request: Request, x_api_key: str | None, role: str) -> str:
+    """The calling key's id after checking it may act as ``role`` (401/403 otherwise)."""
+    keys: KeyRing | None = request.app.state.keys
+    if not keys:
+        host = request.client.host if request.client else "unknown"
+        return f"anonymous@{host}"
+    if not x_api_key:
+        raise HTTPException(401, "this endpoint needs the X-API-Key header")
+    key = keys.authenticate(x_api_key)
+    if key is None:
+        raise HTTPException(403, "wrong API key")
+    if not key.may(role):
+        raise HTTPException(
+            403, f"key {key.key_id!r} is a {key.role} key; this endpoint needs an admin key"
+        )
+    return key.key_id
+
+
+KeyHeader = Annotated[str | None, Header(description="an API key, when the service has keys")]
+
+
+def client_key(request: Request, x_api_key: KeyHeader = None) -> str:
+    """Dependency: a client (or admin) key's id."""
+    return _caller(request, x_api_key, "client")
+
+
+def admin_key(request: Request, x_api_key: KeyHeader = None) -> str:
+    """Dependency: an admin key's id."""
+    return _caller(request, x_api_key, "admin")
+
+
+def limited_client_key(request: Request, key_id: Annotated[str, Depends(client_key)]) -> str:
+    """Dependency: a client key's id, within the rate limit (else 429 with Retry-After)."""
+    limiter: RateLimiter | None = request.app.state.limiter
+    wait = limiter.check(key_id) if limiter is not None else None
+    if wait is not None:
+        limit = limiter.limit
+        raise HTTPException(
+            429,
+            f"rate limit of {limit.requests} per {limit.seconds:g} s reached",
+            headers={"Retry-After": RateLimiter.retry_after(wait)},
+        )
+    return key_id
+
+
+ClientKey = Annotated[str, Depends(client_key)]
+AdminKey = Annotated[str, Depends(admin_key)]
+LimitedKey = Annotated[str, Depends(limited_client_key)]
+
+
 def create_app(
     embedder: Embedder,
     db_path: str | Path,
-    api_key: str | None = None,
+    keys: KeyRing | None = None,
+    *,
     max_upload_mb: float = 10.0,
     decision: Decision | None = None,
     max_audio_seconds: float = 300.0,
+    rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+    audit_log: str | Path | None = None,
 ) -> FastAPI:
     """The service for one model and one speaker store.
 
-    ``decision`` overrides the model's stored decision; ``api_key`` (when set) is
-    required as header ``X-API-Key`` by enroll and delete; uploads longer than
-    ``max_audio_seconds`` of audio are refused (413).
+    ``keys`` (when given) protect every voice endpoint (header ``X-API-Key``; roles in
+    the module docstring); ``decision`` overrides the model's stored decision; uploads
+    longer than ``max_audio_seconds`` of audio are refused (413); ``rate_limit`` caps
+    verify and identify per key (None: no cap); ``audit_log`` is a JSON-lines file.
     """
     db = SpeakerDB(db_path, embedder.model_id, embedder.scorer)
     decision = decision or embedder.decision
+    limiter = RateLimiter(rate_limit) if rate_limit is not None else None
+    audit = AuditLog(audit_log) if audit_log is not None else None
     app = FastAPI(
         title="voiceprint",
         summary="Speaker verification and identification (声纹识别)",
@@ -184,16 +249,13 @@ def create_app(
     )
     app.state.db = db
     app.state.embedder = embedder
+    app.state.audit = audit
+    app.state.keys = keys
+    app.state.limiter = limiter
 
-    def require_key(
-        x_api_key: Annotated[str | None, Header(description="needed when configured")] = None,
-    ) -> None:
-        if api_key is None:
-            return
-        if not x_api_key:
-            raise HTTPException(401, "this endpoint needs the X-API-Key header")
-        if not secrets.compare_digest(x_api_key.encode(), api_key.encode()):
-            raise HTTPException(403, "wrong API key")
+    def record(event: str, key_id: str, **fields: Any) -> None:
+        if audit is not None:
+            audit.record(event, key_id, **fields)
 
     def decode(upload: UploadFile) -> np.ndarray:
         data = upload.file.read()
@@ -253,12 +315,17 @@ def create_app(
             "threshold": None if decision is None else decision.threshold,
             "rule": None if decision is None else decision.rule,
             "speakers": len(db),
-            "api_key_required": api_key is not None,
+            "api_key_required": bool(keys),
             "max_upload_mb": max_upload_mb,
+            "rate_limit": None
+            if rate_limit is None
+            else f"{rate_limit.requests} per {rate_limit.seconds:g} s",
         }
 
     @app.post("/v1/embed", response_model=Embedding, tags=["audio"])
-    def embed_audio(file: Annotated[UploadFile, File(description="an audio file")]) -> dict:
+    def embed_audio(
+        key_id: ClientKey, file: Annotated[UploadFile, File(description="an audio file")]
+    ) -> dict:
         """The speaker embedding of one recording."""
         wave = decode(file)
         vector = embed_wave(wave, file)
@@ -270,6 +337,7 @@ def create_app(
 
     @app.post("/v1/compare", response_model=Verdict, tags=["audio"])
     def compare(
+        key_id: ClientKey,
         first: Annotated[UploadFile, File(description="first recording")],
         second: Annotated[UploadFile, File(description="second recording")],
     ) -> dict:
@@ -278,13 +346,9 @@ def create_app(
         scorer = embedder.scorer
         return verdict(scorer.match(second.filename or "second", scorer.compare(a, b)))
 
-    @app.post(
-        "/v1/enroll",
-        response_model=Enrollment,
-        tags=["store"],
-        dependencies=[Depends(require_key)],
-    )
+    @app.post("/v1/enroll", response_model=Enrollment, tags=["store"])
     def enroll(
+        key_id: AdminKey,
         name: Annotated[str, Form(description="speaker name")],
         file: Annotated[list[UploadFile], File(description="one or more recordings")],
     ) -> dict:
@@ -294,10 +358,12 @@ def create_app(
             count = db.enroll(name, vectors, sources=[f.filename or "upload" for f in file])
         except (ValueError, KeyError) as err:
             raise store_errors(err) from err
+        record("enroll", key_id, speaker=name.strip(), added=len(file))
         return {"name": name.strip(), "added": len(file), "count": count}
 
     @app.post("/v1/verify", response_model=Verification, tags=["store"])
     def verify(
+        key_id: LimitedKey,
         name: Annotated[str, Form(description="claimed speaker")],
         file: Annotated[UploadFile, File(description="a recording")],
     ) -> dict:
@@ -307,10 +373,13 @@ def create_app(
             match = db.verify(name, probe)
         except (ValueError, KeyError) as err:
             raise store_errors(err) from err
-        return {"name": name.strip(), **verdict(match)}
+        result = verdict(match)
+        record("verify", key_id, speaker=name.strip(), **_decided(result))
+        return {"name": name.strip(), **result}
 
     @app.post("/v1/identify", response_model=Identification, tags=["store"])
     def identify(
+        key_id: LimitedKey,
         file: Annotated[UploadFile, File(description="a recording")],
         top: Annotated[int, Form(ge=1, le=100, description="candidates to return")] = 5,
     ) -> dict:
@@ -328,15 +397,24 @@ def create_app(
         open_set = decision.for_gallery(gallery) if decision is not None else None
         candidates = [{"name": m.name, **verdict(m, open_set)} for m in ranked]
         best = candidates[0]
+        identified = best["name"] if best["accepted"] else "unknown"
+        record(
+            "identify",
+            key_id,
+            speaker=best["name"],
+            identified=identified,
+            gallery_size=gallery,
+            **_decided(best),
+        )
         return {
             "candidates": candidates,
             "best": best,
-            "identified": best["name"] if best["accepted"] else "unknown",
+            "identified": identified,
             "gallery_size": gallery,
         }
 
     @app.get("/v1/speakers", response_model=SpeakerList, tags=["store"])
-    def speakers() -> dict:
+    def speakers(key_id: AdminKey) -> dict:
         """Everyone enrolled, with their number of embeddings and model."""
         return {
             "model_id": embedder.model_id,
@@ -351,18 +429,15 @@ def create_app(
             ],
         }
 
-    @app.delete(
-        "/v1/speakers/{name}",
-        response_model=Removal,
-        tags=["store"],
-        dependencies=[Depends(require_key)],
-    )
-    def remove(name: str) -> dict:
+    @app.delete("/v1/speakers/{name}", response_model=Removal, tags=["store"])
+    def remove(key_id: AdminKey, name: str) -> dict:
         """Forget a speaker and its embeddings."""
         try:
-            return {"name": name, "removed": db.remove(name)}
+            removed = db.remove(name)
         except (ValueError, KeyError) as err:
             raise store_errors(err) from err
+        record("delete", key_id, speaker=name, removed=removed)
+        return {"name": name, "removed": removed}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -372,3 +447,8 @@ def create_app(
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 2**20))
     return app
+
+
+def _decided(verdict: dict[str, Any]) -> dict[str, Any]:
+    """The audit fields of a verdict: score, LLR, threshold and decision."""
+    return {k: verdict[k] for k in ("score", "llr", "threshold", "decision")}

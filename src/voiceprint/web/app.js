@@ -42,9 +42,20 @@ async function refresh() {
     const threshold = h.threshold === null ? "no threshold" : `threshold ${h.threshold.toFixed(3)} (${h.rule})`;
     $("model").textContent =
       `model ${h.model_id} · ${h.backend} · ${threshold} · ${h.speakers} speaker(s)` +
-      (h.api_key_required ? " · API key needed to enroll" : "");
-    const list = await call("GET", "/v1/speakers");
+      (h.api_key_required ? " · API key needed (client: verify/identify; admin: enroll, list)" : "");
     const ul = $("speakers");
+    let list;
+    try {
+      list = await call("GET", "/v1/speakers");
+    } catch (err) {
+      // Listing who is enrolled needs an admin key when the service has keys.
+      ul.replaceChildren();
+      const li = document.createElement("li");
+      li.className = "muted";
+      li.textContent = `${h.speakers} enrolled (the list needs an admin key)`;
+      ul.appendChild(li);
+      return;
+    }
     ul.replaceChildren();
     for (const s of list.speakers) {
       const li = document.createElement("li");
