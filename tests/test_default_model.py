@@ -39,6 +39,11 @@ def test_compare_works_right_after_install(tmp_path, capsys) -> None:
     voice = make_voice(rng)
     for name in ("a", "b"):
         save(tmp_path / f"{name}.wav", synthesize_utterance(voice, 2.0, rng))
+    # A clip against itself: score 1 after the model's mean subtraction, accepted (exit 0).
+    assert main(["compare", str(tmp_path / "a.wav"), str(tmp_path / "a.wav")]) == 0
+    same = capsys.readouterr().out
+    assert "score 1.000" in same and same.rstrip().endswith("ACCEPT")
     code = main(["compare", str(tmp_path / "a.wav"), str(tmp_path / "b.wav")])
-    assert code in (0, 1)
-    assert "score" in capsys.readouterr().out
+    other = capsys.readouterr().out
+    score = float(other.split("score ")[1].split()[0])
+    assert -1.0 <= score < 1.0 and code == (0 if other.rstrip().endswith("ACCEPT") else 1)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -211,13 +209,13 @@ def test_bootstrap_is_seeded_and_validates() -> None:
         metrics.bootstrap_eer(scores, labels, a[:-1], b, n_boot=10)
 
 
-def test_bootstrap_speed_19900_trials() -> None:
+def test_bootstrap_interval_holds_the_eer_on_19900_trials() -> None:
+    """The interval brackets the full-set EER (its speed: benchmarks/metrics_speed.py)."""
     scores, labels, a, b = _trials(20, 10, seed=0)  # 200 utterances -> 19,900 trials
     assert scores.size == 19900
-    start = time.perf_counter()
     low, high = metrics.bootstrap_eer(scores, labels, a, b, n_boot=1000)
-    assert time.perf_counter() - start < 5.0
-    assert 0 < low < high < 0.5
+    value, _ = metrics.eer(scores[labels == 1], scores[labels == 0])
+    assert 0 < low < value < high < 0.5
 
 
 def test_lab_doc_worked_example() -> None:
