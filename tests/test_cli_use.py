@@ -102,6 +102,13 @@ def test_enroll_verify_identify_compare_speakers(run, files, model, tmp_path) ->
         f"alice           3  {embedder.model_id}",
         f"bob             1  {embedder.model_id}",
     ]
+    backup = tmp_path / "backup.npz"
+    code, out, _ = run("speakers", "--export", str(backup))
+    assert code == 0 and out.startswith("exported 2 speaker(s), 4 embedding(s)")
+    code, out, _ = run("speakers", "--import", str(backup), "--db", str(tmp_path / "new.db"))
+    assert code == 0 and out.startswith("imported 2 speaker(s), 4 embedding(s)")
+    code, _, err = run("speakers", "--import", str(backup))
+    assert code == 2 and "already enrolled" in err
     code, out, _ = run("speakers", "--remove", "bob")
     assert code == 0 and out.startswith("removed bob (1 embedding(s))")
     assert "bob" not in run("speakers")[1]

@@ -163,3 +163,32 @@ def test_models_hold_no_classifier() -> None:
     for name in SMALL:
         out_layers = [m for m in _small(name, "stats").modules() if isinstance(m, torch.nn.Linear)]
         assert out_layers[-1].out_features == 12
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"), [("xvector", "segment6"), ("ecapa_tdnn", "fc"), ("resnet34", "embedding")]
+)
+def test_bf16_autocast_ends_before_the_embedding_layer(name: str, layer: str) -> None:
+    """Under bfloat16 autocast the trunk runs in bf16, the embedding layer in float32."""
+    model = _small(name, "stats", 16).eval()
+    seen: dict[str, torch.dtype] = {}
+    first_conv = next(
+        m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d))
+    )
+
+    def trunk_hook(module, inputs, output) -> None:
+        seen.setdefault("trunk", output.dtype)
+
+    def embedding_hook(module, inputs, output) -> None:
+        seen.update(embedding_in=inputs[0].dtype, embedding_out=output.dtype)
+
+    first_conv.register_forward_hook(trunk_hook)
+    getattr(model, layer).register_forward_hook(embedding_hook)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 120, FEAT_DIM))
+    assert seen == {
+        "trunk": torch.bfloat16,
+        "embedding_in": torch.float32,
+        "embedding_out": torch.float32,
+    }
+    assert out.dtype == torch.float32

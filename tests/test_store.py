@@ -143,3 +143,39 @@ def test_identify_among_100k_speakers(tmp_path):
             best = db.identify(probe, top=3)
             assert best[0].name == names[target]
             assert best[0].score > best[1].score >= best[2].score
+
+
+def test_export_import_round_trip(db, tmp_path):
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(5, D)).astype(np.float32)
+    db.enroll("alice", vectors[:3], sources=["a1.wav", "a2.wav", "a3.wav"])
+    db.enroll("bob", vectors[3:])
+    with SpeakerDB(db.path, "model-b") as other:  # another model's speaker: not exported
+        other.enroll("zed", vectors[:1])
+    probe = rng.normal(size=D).astype(np.float32)
+    done = db.export_to(tmp_path / "backup.npz")
+    assert done == {"speakers": 2, "embeddings": 5}
+    with SpeakerDB(tmp_path / "restored.db", "model-a") as restored:
+        assert restored.import_from(tmp_path / "backup.npz") == done
+        assert [(s.name, s.count) for s in restored.speakers()] == [("alice", 3), ("bob", 2)]
+        np.testing.assert_array_equal(restored.embeddings("alice"), vectors[:3])
+        assert restored.verify("alice", probe).score == db.verify("alice", probe).score
+        assert [m.name for m in restored.identify(probe)] == [m.name for m in db.identify(probe)]
+        with pytest.raises(ValueError, match="2 of its speakers are already enrolled"):
+            restored.import_from(tmp_path / "backup.npz")
+        assert restored.speakers()[0].count == 3  # the refused import stored nothing
+
+
+def test_import_refuses_another_models_file_and_damaged_files(db, tmp_path):
+    db.enroll("alice", np.ones((1, D), dtype=np.float32))
+    db.export_to(tmp_path / "a.npz")
+    with SpeakerDB(tmp_path / "b.db", "model-b") as other:
+        with pytest.raises(ModelMismatchError, match="holds speakers of model model-a.*re-enroll"):
+            other.import_from(tmp_path / "a.npz")
+        assert len(other) == 0
+        (tmp_path / "junk.npz").write_bytes(b"not an archive")
+        with pytest.raises(ValueError, match="junk.npz is not a voiceprint speaker export"):
+            other.import_from(tmp_path / "junk.npz")
+        np.savez(tmp_path / "evil.npz", payload=np.array([{"x": 1}], dtype=object))
+        with pytest.raises(ValueError, match="evil.npz is not a voiceprint speaker export"):
+            other.import_from(tmp_path / "evil.npz")  # object arrays would need pickle

@@ -160,3 +160,113 @@ def test_cpu_has_native_bf16_reads_the_flags(tmp_path: Path) -> None:
     assert cpu_has_native_bf16(with_bf16) is True
     assert cpu_has_native_bf16(without) is False
     assert cpu_has_native_bf16(tmp_path / "missing") is None
+
+
+AUGMENTED = ["augment.noise_prob=0.5", "augment.reverb_prob=0.3", "augment.specaugment=true"]
+
+
+class KilledError(Exception):
+    """Stands in for a kill -9 between two epochs."""
+
+
+def test_resume_equals_an_uninterrupted_run(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3 epochs in one go == 2 epochs, a kill, then --resume for the last: same weights."""
+    from voiceprint.training import trainer
+
+    def run(exp: Path, kill_at: int | None = None) -> dict:
+        config = tiny_config(synthetic_root, exp, "train.epochs=3", *AUGMENTED)
+        prepared = prepare(config, progress=False)
+        if kill_at is not None:
+            real = trainer.Trainer._epoch
+
+            def epoch_or_kill(self, model_graph, graph, optimizer, batches, epoch, total):
+                if epoch == kill_at:
+                    raise KilledError
+                return real(self, model_graph, graph, optimizer, batches, epoch, total)
+
+            with monkeypatch.context() as patch:
+                patch.setattr(trainer.Trainer, "_epoch", epoch_or_kill)
+                with pytest.raises(KilledError):
+                    train(config, prepared, progress=False)
+            assert load_checkpoint(exp / config.name / config.checkpoint_name)["epoch"] == 2
+            train(config, prepared, resume=True, progress=False)
+        else:
+            train(config, prepared, progress=False)
+        return load_checkpoint(exp / config.name / config.checkpoint_name)
+
+    whole = run(tmp_path / "whole")
+    resumed = run(tmp_path / "resumed", kill_at=2)
+    assert resumed["epoch"] == whole["epoch"] == 3
+    for name in ("model", "head"):
+        for key, value in whole[name].items():
+            assert torch.equal(value, resumed[name][key]), f"{name}.{key} differs"
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    assert resumed["rng"]["world_size"] == 1
+    for key, state in whole["rng"]["rank0_state"].items():
+        assert torch.equal(state, resumed["rng"]["rank0_state"][key])
+
+
+def test_each_rank_draws_its_own_augmentation() -> None:
+    from voiceprint.training.trainer import TrainingGraph, stream_seed
+
+    config = load_config(None, [*TINY, *AUGMENTED, "augment.noise_prob=1.0"])
+    waves = 0.1 * torch.randn(4, 16000, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 3])
+    graph = TrainingGraph(config, 4).train()
+    drawn = {}
+    for rank, epoch in ((0, 0), (1, 0), (0, 1), (0, 0)):
+        graph.reseed(config.seed, rank, epoch)
+        drawn[(rank, epoch)] = graph.wave_augment(waves, labels=labels)
+    assert not torch.equal(drawn[(0, 0)], drawn[(1, 0)])  # ranks differ
+    assert not torch.equal(drawn[(0, 0)], drawn[(0, 1)])  # epochs differ
+    graph.reseed(config.seed, 0, 0)
+    assert torch.equal(graph.wave_augment(waves, labels=labels), drawn[(0, 0)])  # reproducible
+    seeds = {stream_seed(42, r, e, s) for r in range(2) for e in range(3) for s in range(3)}
+    assert len(seeds) == 18
+
+
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voiceprint import artifact
+
+    path = tmp_path / "ckpt.pth"
+    artifact.save_checkpoint(path, {"model": {"w": torch.ones(3)}, "epoch": 1})
+
+    def dies_halfway(payload, target, *args, **kwargs):
+        Path(target).write_bytes(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # the process is killed mid-write
+
+    monkeypatch.setattr(artifact.torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        artifact.save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 2})
+    monkeypatch.undo()
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and torch.equal(state["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no partial file left
+
+
+def test_train_notices_changed_data_settings(synthetic_root: Path, tmp_path: Path) -> None:
+    from voiceprint.data.protocol import prepared_lists
+
+    config = tiny_config(synthetic_root, tmp_path, "data.train_utts=4")
+    assert prepared_lists(config)[0] is None
+    prepare(config, progress=False)
+    reused, reason = prepared_lists(config)
+    assert reused is not None and reason == ""
+    changed = tiny_config(synthetic_root, tmp_path, "data.train_utts=5")
+    again, reason = prepared_lists(changed)
+    assert again is None and "data.train_utts: 4 -> 5" in reason
+
+
+def test_optimizer_names_say_what_they_build() -> None:
+    from voiceprint.training.trainer import _optimizer
+
+    graph = torch.nn.Linear(2, 2)
+    assert type(_optimizer(graph, TrainConfig(optimizer="adamw"))) is torch.optim.AdamW
+    assert type(_optimizer(graph, TrainConfig(optimizer="adam"))) is torch.optim.Adam
+    assert type(_optimizer(graph, TrainConfig(optimizer="sgd"))) is torch.optim.SGD
+    with pytest.raises(ValueError, match="valid: adamw, adam, sgd"):
+        _optimizer(graph, TrainConfig(optimizer="lamb"))

@@ -104,7 +104,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     crop_seconds: float = 2.0
-    optimizer: str = "adam"  # adam | sgd
+    optimizer: str = "adamw"  # adamw (decoupled weight decay) | adam (L2 in the gradient) | sgd
     lr: float = 1e-3
     min_lr: float = 1e-5
     weight_decay: float = 1e-5

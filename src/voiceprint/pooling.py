@@ -60,12 +60,18 @@ def _zero_padding(x: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+def float32_region(x: Tensor) -> torch.autocast:
+    """A context with autocast off on ``x``'s device: the embedding layers after pooling
+    run in float32 even when the trunk before them runs in bfloat16."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def full_precision(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """Run a pooling ``forward(self, x, lengths)`` in float32 with autocast switched off."""
 
     @wraps(forward)
     def wrapper(self: nn.Module, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with float32_region(x):
             return forward(self, x.float(), lengths)
 
     return wrapper

@@ -6,7 +6,10 @@
     build("model", "xvector", feat_dim=30, embedding_dim=512)
 
 An unknown name raises a ``KeyError`` that lists the valid names; a keyword the
-constructor does not take raises a ``TypeError`` naming it.
+constructor does not take raises a ``TypeError`` naming it. The registry imports nothing
+of the project: a kind is filled when the module that defines it is imported
+(``voiceprint.models`` for models, ``voiceprint.pooling``, ``voiceprint.losses``,
+``voiceprint.features``), which is what their ``build_*`` functions do.
 """
 
 from __future__ import annotations
@@ -35,23 +38,27 @@ def register(kind: str, name: str, *aliases: str) -> Callable[[T], T]:
     return decorator
 
 
-def _ensure_loaded() -> None:
-    # Importing these modules fills the registry.
-    from voiceprint import features, losses, pooling  # noqa: F401
-    from voiceprint.models import ecapa, resnet, xvector  # noqa: F401
+# The module whose import registers each kind (named in the error for an empty kind).
+HOMES = {
+    "model": "voiceprint.models",
+    "pooling": "voiceprint.pooling",
+    "loss": "voiceprint.losses",
+    "frontend": "voiceprint.features",
+}
 
 
 def names(kind: str) -> list[str]:
-    """Sorted names registered for ``kind``."""
-    _ensure_loaded()
+    """Sorted names registered for ``kind`` (by the modules imported so far)."""
     return sorted(_REGISTRY.get(kind, {}))
 
 
 def lookup(kind: str, name: str) -> Callable[..., Any]:
     """The constructor registered as ``kind``/``name``; KeyError listing valid names."""
-    _ensure_loaded()
     table = _REGISTRY.get(kind, {})
     key = name.lower()
+    if not table:
+        home = HOMES.get(kind, "the module that defines them")
+        raise KeyError(f"no {kind} is registered yet: import {home} first")
     if key not in table:
         raise KeyError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(table))}")
     return table[key]

@@ -16,6 +16,11 @@ memory, with their AS-norm statistics (rebuilt after any change, by this or anot
 connection), so a probe costs one matrix-vector product and a partial sort: milliseconds
 for 100,000 speakers. A damaged row (a blob of the wrong size, another dimension,
 non-finite values) is reported in the log and left out, never breaking the others.
+
+``db.export_to("backup.npz")`` writes this model's speakers (every enrollment embedding,
+its source, the model id and the counts) to one NumPy archive that holds arrays only
+(read back with ``allow_pickle=False``: it cannot run code); ``db.import_from(path)``
+restores it into a store of the same model and refuses another model's file.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ from voiceprint.scoring import Match, Scorer
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+EXPORT_FORMAT = 1
+REENROLL_HOW = (
+    "embeddings of different models cannot be compared: re-enroll the speakers with this "
+    "model (voiceprint enroll --model MODEL NAME FILE...), or keep using the model they "
+    "were enrolled with (--model)"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -307,7 +318,7 @@ class SpeakerDB:
             if others:
                 raise ModelMismatchError(
                     f"none of the {others} enrolled speakers were enrolled with model "
-                    f"{self.model_id}; re-enroll them with this model or use its own store"
+                    f"{self.model_id}; " + REENROLL_HOW
                 )
             raise ValueError("no speakers are enrolled")
         self._check_dim(gallery.models, probe)
@@ -316,6 +327,101 @@ class SpeakerDB:
         best = np.argpartition(-scores, k - 1)[:k] if k < len(names) else np.arange(len(names))
         best = best[np.argsort(-scores[best], kind="stable")]
         return [self.scorer.match(names[i], scores[i]) for i in best]
+
+    # -- backup ---------------------------------------------------------------------------
+
+    def export_to(self, path: str | Path) -> dict[str, int]:
+        """Write this model's speakers to ``path`` (.npz); returns speaker/embedding counts.
+
+        Speakers enrolled with another model are left out (with a warning): no model
+        could score them beside these.
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT e.speaker, e.vector, e.source, s.dim FROM embeddings e "
+                "JOIN speakers s ON s.name = e.speaker WHERE e.model_id = ? "
+                "ORDER BY e.speaker, e.id",
+                (self.model_id,),
+            ).fetchall()
+            others = self._conn.execute(
+                "SELECT COUNT(*) FROM speakers WHERE model_id != ?", (self.model_id,)
+            ).fetchone()[0]
+        if others:
+            log.warning(
+                "%s: %d speaker(s) enrolled with other models are not exported", self.path, others
+            )
+        kept = [r for r in rows if not _damage(r[3], r[1], r[3])]
+        if len(kept) != len(rows):
+            log.warning(
+                "%s: %d damaged embedding(s) (wrong size, non-finite or zero) not exported",
+                self.path,
+                len(rows) - len(kept),
+            )
+        dim = kept[0][3] if kept else 0
+        vectors = np.zeros((0, dim), dtype=np.float32)
+        if kept:
+            vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in kept])
+        names = [r[0] for r in kept]
+        speakers, counts = np.unique(np.asarray(names, dtype=str), return_counts=True)
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:  # np.savez on a path would append ".npz" to other names
+            np.savez(
+                f,
+                format=np.array(EXPORT_FORMAT),
+                model_id=np.array(self.model_id),
+                names=np.asarray(names, dtype=str),
+                sources=np.asarray(["" if r[2] is None else r[2] for r in kept], dtype=str),
+                embeddings=vectors,
+                speakers=speakers,
+                counts=counts,
+            )
+        return {"speakers": len(speakers), "embeddings": len(kept)}
+
+    def import_from(self, path: str | Path) -> dict[str, int]:
+        """Restore an :meth:`export_to` file; returns speaker/embedding counts.
+
+        Raises ModelMismatchError for another model's file, ValueError naming the file
+        for a damaged one or when a speaker in it is already enrolled here (nothing is
+        stored then).
+        """
+        path = Path(path).expanduser()
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                parts = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path} is not a voiceprint speaker export: {err}") from err
+        needed = {"format", "model_id", "names", "sources", "embeddings", "speakers", "counts"}
+        if not needed <= set(parts) or int(parts["format"]) != EXPORT_FORMAT:
+            raise ValueError(f"{path} is not a voiceprint speaker export (format {EXPORT_FORMAT})")
+        model_id = str(parts["model_id"])
+        if model_id != self.model_id:
+            raise ModelMismatchError(
+                f"{path} holds speakers of model {model_id}, not {self.model_id}: " + REENROLL_HOW
+            )
+        names = [str(n) for n in parts["names"]]
+        vectors = np.asarray(parts["embeddings"], dtype=np.float32)
+        speakers, counts = np.unique(np.asarray(names, dtype=str), return_counts=True)
+        if (
+            vectors.ndim != 2
+            or len(vectors) != len(names)
+            or len(parts["sources"]) != len(names)
+            or speakers.tolist() != parts["speakers"].tolist()
+            or counts.tolist() != parts["counts"].tolist()
+        ):
+            raise ValueError(f"{path}: its embeddings, names and counts do not agree")
+        if not names:
+            return {"speakers": 0, "embeddings": 0}
+        present = sorted(set(speakers.tolist()) & {s.name for s in self.speakers()})
+        if present:
+            raise ValueError(
+                f"{path}: {len(present)} of its speakers are already enrolled in {self.path} "
+                f"({', '.join(present[:5])}{', ...' if len(present) > 5 else ''}); remove "
+                "them or import into a new store"
+            )
+        sources = [str(x) or None for x in parts["sources"]]
+        self.enroll_many(names, vectors, sources)
+        return {"speakers": len(speakers), "embeddings": len(names)}
 
     # -- internals ------------------------------------------------------------------------
 
@@ -338,8 +444,8 @@ class SpeakerDB:
     def _check_model(self, name: str, model_id: str) -> None:
         if model_id != self.model_id:
             raise ModelMismatchError(
-                f"speaker {name!r} was enrolled with model {model_id}, not {self.model_id}: "
-                "embeddings of different models cannot be compared; remove and re-enroll it"
+                f"speaker {name!r} was enrolled with model {model_id}, not {self.model_id}; "
+                + REENROLL_HOW
             )
 
     def _info(self, name: str) -> SpeakerInfo:

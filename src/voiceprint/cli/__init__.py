@@ -33,9 +33,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    from voiceprint.allocator import keep_freed_memory
-
-    keep_freed_memory()  # training and batch embedding reuse large buffers (~1.55x on CPU)
     try:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError, TypeError) as err:

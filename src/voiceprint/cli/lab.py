@@ -48,14 +48,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from voiceprint.data.protocol import Prepared, prepare
+    from voiceprint.data.protocol import prepare, prepared_lists
     from voiceprint.training.trainer import train
 
     config = _config(args)
-    data = config.out_dir / "data"
-    if (data / "train" / "wav.scp").is_file() and not args.reprepare:
-        prepared = Prepared(data / "train", data / "test")
-    else:
+    prepared, reason = (None, "--reprepare") if args.reprepare else prepared_lists(config)
+    if prepared is None:
+        log.info("%s: preparing the data", reason)
         prepared = prepare(config, progress=not args.quiet)
     path = train(config, prepared, resume=args.resume, progress=not args.quiet)
     release_backend(path, config, not args.quiet)

@@ -186,10 +186,26 @@ def cmd_speakers(args: argparse.Namespace) -> int:
     if args.model or os.environ.get("VOICEPRINT_MODEL") or default_model():
         current = load_model(args.model).model_id
     path = db_path(args.db)
-    with SpeakerDB(path, current or "(listing)") as db:  # lists and removes: no scoring
+    if (args.export or args.import_file) and current is None:
+        raise ValueError("--export/--import need the model (--model or $VOICEPRINT_MODEL)")
+    with SpeakerDB(path, current or "(listing)") as db:  # no scoring here
         if args.remove:
             count = db.remove(args.remove)
             print(f"removed {args.remove} ({count} embedding(s)) from {path}")
+            return 0
+        if args.export:
+            done = db.export_to(args.export)
+            print(
+                f"exported {done['speakers']} speaker(s), {done['embeddings']} embedding(s) "
+                f"of model {current} from {path} to {args.export}"
+            )
+            return 0
+        if args.import_file:
+            done = db.import_from(args.import_file)
+            print(
+                f"imported {done['speakers']} speaker(s), {done['embeddings']} embedding(s) "
+                f"of model {current} from {args.import_file} into {path}"
+            )
             return 0
         speakers = db.speakers()
     if not speakers:
@@ -380,6 +396,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("speakers", help="list enrolled speakers (or remove one)")
     p.add_argument("--remove", metavar="NAME", help="forget this speaker")
+    p.add_argument("--export", metavar="FILE", help="back up this model's speakers to FILE (.npz)")
+    p.add_argument(
+        "--import",
+        dest="import_file",
+        metavar="FILE",
+        help="restore speakers from an --export FILE of the same model",
+    )
     _common(p, decide=False)
     p.set_defaults(func=cmd_speakers)
 

@@ -18,9 +18,10 @@ of the training speakers (``data.heldout_share``) goes to ``calibration/`` inste
 
 from __future__ import annotations
 
+import json
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -277,5 +278,40 @@ def prepare(config: ExperimentConfig, progress: bool = True) -> Prepared:
     if root is None:
         raise CorpusError("data.kaldi_dir is set but no data.root gives the test speakers")
     prepare_test(scan_split(root, "test"), data, out / "test")
+    (out / SETTINGS_FILE).write_text(json.dumps(_settings(config), indent=2), "utf-8")
     log.info("wrote Kaldi lists and trials to %s", out)
     return Prepared(out / "train", out / "test")
+
+
+SETTINGS_FILE = "settings.json"
+
+
+def _settings(config: ExperimentConfig) -> dict:
+    """What the prepared lists depend on: the data settings and the seed, as JSON."""
+    return json.loads(json.dumps({"data": asdict(config.data), "seed": config.seed}))
+
+
+def prepared_lists(config: ExperimentConfig) -> tuple[Prepared | None, str]:
+    """The lists ``prepare`` wrote for exactly these settings, or None and the reason.
+
+    Lists written for other ``data.*`` settings (or by a version that did not record
+    them) are not reused: the reason names the settings that changed.
+    """
+    out = config.out_dir / "data"
+    if not (out / "train" / "wav.scp").is_file():
+        return None, f"no prepared lists in {out}"
+    try:
+        saved = json.loads((out / SETTINGS_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None, f"{out} does not record the settings it was prepared with"
+    now = _settings(config)
+    changed = sorted(
+        f"data.{k}: {saved['data'].get(k)!r} -> {v!r}"
+        for k, v in now["data"].items()
+        if saved.get("data", {}).get(k) != v
+    )
+    if saved.get("seed") != now["seed"]:
+        changed.append(f"seed: {saved.get('seed')!r} -> {now['seed']!r}")
+    if changed:
+        return None, f"the lists in {out} were prepared with other settings ({'; '.join(changed)})"
+    return Prepared(out / "train", out / "test"), ""

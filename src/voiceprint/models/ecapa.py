@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from voiceprint.pooling import build_pooling, length_mask
+from voiceprint.pooling import build_pooling, float32_region, length_mask
 from voiceprint.registry import register
 
 
@@ -166,4 +166,5 @@ class ECAPA_TDNN(nn.Module):
             total = total + out
         x = torch.relu(self.mfa(torch.cat(outputs, dim=1)))
         x = self.pooling(x, lengths)
-        return self.emb_norm(self.fc(self.pool_norm(x)))
+        with float32_region(x):  # the bf16 autocast region (training) ends at pooling
+            return self.emb_norm(self.fc(self.pool_norm(x.float())))

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from voiceprint.pooling import build_pooling, length_mask
+from voiceprint.pooling import build_pooling, float32_region, length_mask
 from voiceprint.registry import register
 
 
@@ -116,7 +116,9 @@ class ResNet(nn.Module):
             x, lengths = layer(x, lengths)
         batch, channels, freq, frames = x.shape
         x = x.reshape(batch, channels * freq, frames)
-        return self.embedding(self.pooling(x, lengths))
+        pooled = self.pooling(x, lengths)
+        with float32_region(pooled):  # the bf16 autocast region (training) ends at pooling
+            return self.embedding(pooled.float())
 
 
 @register("model", "resnet34")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from voiceprint.pooling import build_pooling
+from voiceprint.pooling import build_pooling, float32_region
 from voiceprint.registry import register
 
 # (kernel size, dilation) of the five frame layers: contexts [-2..2], {-2,0,2}, {-3,0,3}, {0}, {0}.
@@ -82,4 +82,6 @@ class Xvector(nn.Module):
         # A valid output frame only reads valid input frames (no padding), so the
         # padded tail needs no masking before pooling.
         x = self.frame_layers(feats.transpose(1, 2))
-        return self.segment6(self.pooling(x, lengths))
+        pooled = self.pooling(x, lengths)
+        with float32_region(pooled):  # the bf16 autocast region (training) ends at pooling
+            return self.segment6(pooled.float())

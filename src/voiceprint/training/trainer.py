@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def stream_seed(seed: int, rank: int, epoch: int, stream: int) -> int:
+    """The seed of one random stream (0 wave augmentation, 1 SpecAugment, 2 torch's
+    global generator) of one rank in one epoch: every rank draws its own augmentation,
+    and a run resumed at an epoch continues each stream exactly where it stood."""
+    return int(np.random.SeedSequence([seed, rank, epoch, stream]).generate_state(1)[0])
+
+
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
     """True when the CPU flags list AVX512-BF16 or AMX-BF16; None when unknown (no file)."""
     try:
@@ -82,14 +89,29 @@ class TrainingGraph(nn.Module):
             )
         self.autocast_dtype = AUTOCAST_DTYPES[config.train.precision]
 
+    def reseed(self, seed: int, rank: int, epoch: int) -> None:
+        """Seed the augmentation generators and torch's global one for ``rank``'s ``epoch``."""
+        self.wave_augment.generator.manual_seed(stream_seed(seed, rank, epoch, 0))
+        if isinstance(self.spec_augment, nn.Module) and hasattr(self.spec_augment, "generator"):
+            self.spec_augment.generator.manual_seed(stream_seed(seed, rank, epoch, 1))
+        torch.manual_seed(stream_seed(seed, rank, epoch, 2))
+
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        """The generators' states (saved in checkpoints, compared by tests)."""
+        state = {"wave_augment": self.wave_augment.generator.get_state()}
+        if hasattr(self.spec_augment, "generator"):
+            state["spec_augment"] = self.spec_augment.generator.get_state()
+        return state
+
     def forward(
         self, waves: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             waves = self.wave_augment(waves, labels=labels)
             feats = self.spec_augment(self.frontend(waves))
-        # With bf16 the trunk's convolutions run in bfloat16; front-end and pooling keep
-        # float32 themselves, and the margin loss (cosines near 1, acos) gets float32.
+        # With bf16 the trunk's convolutions run in bfloat16; front-end, pooling and the
+        # embedding layers after it keep float32 themselves (pooling.float32_region), and
+        # the margin loss (cosines near 1, acos) gets float32.
         with torch.autocast(
             device_type=feats.device.type,
             dtype=self.autocast_dtype,
@@ -131,14 +153,18 @@ def margin_at(config: ExperimentConfig, epoch: int) -> float:
 
 
 def _optimizer(graph: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``train.optimizer``: adamw (decoupled weight decay), adam (L2 added to the
+    gradient, as torch.optim.Adam does) or sgd (Nesterov momentum 0.9)."""
     params = [p for p in graph.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
+    if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
         )
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, sgd")
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adamw, adam, sgd")
 
 
 def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -218,6 +244,14 @@ class Trainer:
                 optimizer.load_state_dict(state["optimizer"])
             start_epoch, history = state["epoch"], state["history"]
             recent.extend(state.get("recent", []))
+            saved = state.get("rng", {})
+            if saved.get("world_size", info.world_size) != info.world_size:
+                log.warning(
+                    "resuming a run of %d process(es) on %d: the data shards and augmentation "
+                    "streams differ from those of an uninterrupted run",
+                    saved["world_size"],
+                    info.world_size,
+                )
             log.info("resumed %s at epoch %d", self.checkpoint_path, start_epoch)
         model_graph: nn.Module = graph
         if info.enabled:
@@ -280,6 +314,7 @@ class Trainer:
             (tcfg.finetune_crop_seconds if finetune else tcfg.crop_seconds)
             * cfg.features.sample_rate
         )
+        graph.reseed(cfg.seed, info.rank, epoch)
         margin = margin_at(cfg, epoch)
         if hasattr(graph.head, "set_margin"):
             graph.head.set_margin(margin)
@@ -351,6 +386,14 @@ class Trainer:
                 "history": history,
                 "recent": list(recent) if self.config.train.average_last > 1 else [],
                 "averaged_epochs": len(recent) if final else 1,
+                # Random streams restart from stream_seed(seed, rank, epoch) each epoch, so
+                # these settings and the epoch fix every generator of a resumed run.
+                "rng": {
+                    "seed": self.config.seed,
+                    "world_size": self.dist.world_size,
+                    "scheme": "stream_seed(seed, rank, epoch, stream) at each epoch start",
+                    "rank0_state": graph.rng_state(),
+                },
             },
         )
         plot_training(history, self.config.out_dir / "training.png")
