@@ -270,3 +270,62 @@ def test_optimizer_names_say_what_they_build() -> None:
     assert type(_optimizer(graph, TrainConfig(optimizer="sgd"))) is torch.optim.SGD
     with pytest.raises(ValueError, match="valid: adamw, adam, sgd"):
         _optimizer(graph, TrainConfig(optimizer="lamb"))
+
+
+def _ddp_step(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One DDP step of the trainer's graph on this rank's own batch; saves what it saw."""
+    import torch.distributed as dist
+
+    from voiceprint.training.trainer import TrainingGraph, _optimizer
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    config = load_config(None, [*TINY, *AUGMENTED, "augment.noise_prob=1.0"])
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    graph = TrainingGraph(config, 4)
+    ddp = torch.nn.parallel.DistributedDataParallel(graph)
+    optimizer = _optimizer(graph, config.train)
+    graph.reseed(config.seed, rank, 0)
+    waves = 0.1 * torch.randn(4, 16000, generator=torch.Generator().manual_seed(100 + rank))
+    labels = torch.tensor([0, 1, 2, 3])
+    ddp.train()
+    augmented = graph.wave_augment(torch.zeros(4, 16000) + 0.05, labels=labels)
+    loss, _ = ddp(waves, labels)
+    loss.backward()
+    optimizer.step()
+    torch.save(
+        {
+            # Parameters (BatchNorm running statistics are per-rank buffers, synchronised
+            # from rank 0 at the start of each forward, so they differ after a step).
+            "weights": {k: v.detach().clone() for k, v in graph.named_parameters()},
+            "augmented": augmented,
+        },
+        Path(out_dir) / f"rank{rank}.pt",
+    )
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_ranks_share_weights_and_draw_their_own_augmentation(tmp_path: Path) -> None:
+    """2 gloo processes: gradients are averaged (equal weights after a step on different
+    batches), while each rank's augmentation differs."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_step, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert not torch.equal(ranks[0]["augmented"], ranks[1]["augmented"])
+    for key, value in ranks[0]["weights"].items():
+        torch.testing.assert_close(value, ranks[1]["weights"][key], rtol=0, atol=1e-6)
+    single = initial_graph_weights()
+    moved = [
+        k for k, v in ranks[0]["weights"].items() if k in single and not torch.equal(v, single[k])
+    ]
+    assert moved, "the step changed no weight"
+
+
+def initial_graph_weights() -> dict[str, torch.Tensor]:
+    from voiceprint.training.trainer import TrainingGraph
+
+    config = load_config(None, [*TINY, *AUGMENTED, "augment.noise_prob=1.0"])
+    torch.manual_seed(config.seed)
+    return dict(TrainingGraph(config, 4).named_parameters())
