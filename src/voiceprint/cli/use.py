@@ -328,6 +328,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         decision=choose_decision(embedder, args.threshold, args.far, args.p_target),
         rate_limit=RateLimit.parse(args.rate_limit),
         audit_log=None if audit == "off" else audit,
+        max_batch=args.max_batch,
     )
     access = f"{len(keys)} API key(s)" if keys else "no API keys (open)"
     print(
@@ -450,6 +451,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--rate-limit",
         default="60/min",
         help="verify + identify requests per key: N/s, N/min, N/hour or 0 (default 60/min)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,
+        help="concurrent requests embedded together, at most (default 16; 1 = one by one)",
     )
     p.add_argument(
         "--audit-log",

@@ -34,6 +34,7 @@ verify/identify requests.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,6 +48,7 @@ from voiceprint import audio
 from voiceprint.embedder import Embedder
 from voiceprint.scoring import Decision, Match
 from voiceprint.service.access import AuditLog, KeyRing, RateLimit, RateLimiter
+from voiceprint.service.batching import EmbeddingBatcher
 from voiceprint.store import ModelMismatchError, SpeakerDB, UnknownSpeakerError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -230,23 +232,37 @@ def create_app(
     max_audio_seconds: float = 300.0,
     rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
     audit_log: str | Path | None = None,
+    max_batch: int = 16,
 ) -> FastAPI:
     """The service for one model and one speaker store.
 
     ``keys`` (when given) protect every voice endpoint (header ``X-API-Key``; roles in
     the module docstring); ``decision`` overrides the model's stored decision; uploads
     longer than ``max_audio_seconds`` of audio are refused (413); ``rate_limit`` caps
-    verify and identify per key (None: no cap); ``audit_log`` is a JSON-lines file.
+    verify and identify per key (None: no cap); ``audit_log`` is a JSON-lines file;
+    concurrent requests' audio is embedded in batches of up to ``max_batch`` (1: alone).
     """
     db = SpeakerDB(db_path, embedder.model_id, embedder.scorer)
     decision = decision or embedder.decision
     limiter = RateLimiter(rate_limit) if rate_limit is not None else None
     audit = AuditLog(audit_log) if audit_log is not None else None
+    batcher = EmbeddingBatcher(embedder, max_batch=max_batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        batcher.start()
+        yield
+        batcher.close()
+        if audit is not None:
+            audit.close()
+
     app = FastAPI(
         title="voiceprint",
         summary="Speaker verification and identification (声纹识别)",
         version="1",
+        lifespan=lifespan,
     )
+    app.state.batcher = batcher
     app.state.db = db
     app.state.embedder = embedder
     app.state.audit = audit
@@ -276,7 +292,7 @@ def create_app(
     def embed_wave(wave: np.ndarray, upload: UploadFile) -> np.ndarray:
         name = upload.filename or "upload"
         try:
-            return embedder.embed_batch([embedder.speech(wave, name)], [name])[0]
+            return batcher.embed(embedder.speech(wave, name), name)
         except audio.AudioError as err:  # no speech, or shorter than the model's minimum
             raise HTTPException(400, str(err)) from err
 
