@@ -22,6 +22,11 @@ TINY = [
     "train.crop_seconds=1.0",
     "train.lr=0.005",
     "eval.bootstrap=50",
+    # The lab recipe's augmentation off: tiny runs stay fast and deterministic to assert on.
+    "augment.speed_perturb=false",
+    "augment.noise_prob=0.0",
+    "augment.reverb_prob=0.0",
+    "augment.specaugment=false",
 ]
 
 

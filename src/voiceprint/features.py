@@ -190,13 +190,19 @@ class Fbank(nn.Module):
                 if self.mean_norm:
                     feats = feats - feats.mean(dim=1, keepdim=True)
                 return feats
-            valid = self.num_frames(lengths.long())
-            mask = (torch.arange(total, device=wave.device)[None, :] < valid[:, None])[..., None]
-            feats = feats.masked_fill(~mask, 0.0)  # also clears NaN/inf in padding
-            if self.mean_norm:
-                count = torch.clamp(valid, min=1).to(feats.dtype)[:, None, None]
-                feats = (feats - feats.sum(dim=1, keepdim=True) / count).masked_fill(~mask, 0.0)
-            return feats
+            return self.masked_features(feats, self.num_frames(lengths.long()))
+
+    def masked_features(self, feats: Tensor, valid: Tensor) -> Tensor:
+        """Zero the frames of ``feats`` (B, T, dim) past ``valid`` (B,) frames, and with
+        ``mean_norm`` subtract the mean over the valid ones. Tensor operations only, so
+        the ONNX export traces this same code with a symbolic time axis."""
+        steps = torch.arange(feats.shape[1], device=feats.device)
+        mask = (steps[None, :] < valid[:, None])[..., None]
+        feats = feats.masked_fill(~mask, 0.0)  # also clears NaN/inf in padding
+        if self.mean_norm:
+            count = torch.clamp(valid, min=1).to(feats.dtype)[:, None, None]
+            feats = (feats - feats.sum(dim=1, keepdim=True) / count).masked_fill(~mask, 0.0)
+        return feats
 
 
 @register("frontend", "mfcc")

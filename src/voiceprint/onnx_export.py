@@ -50,8 +50,8 @@ class ExportableEncoder(nn.Module):
     The front-end's own ``forward`` validates ``lengths`` against the data and counts
     frames with Python integers, which a trace with a symbolic time axis cannot follow.
     This wrapper runs the same pieces (``log_mel``, ``transform``, ``num_frames`` on a
-    tensor, then masking and mean normalisation over valid frames) with tensor
-    arithmetic only; front-ends without these pieces are called as they are. Outputs are
+    tensor, then the front-end's own ``masked_features``) with tensor arithmetic only;
+    front-ends without these pieces are called as they are. Outputs are
     the encoder's, which the export test checks against :class:`SpeakerEncoder`.
     """
 
@@ -64,16 +64,9 @@ class ExportableEncoder(nn.Module):
         """Waves (B, N) + valid samples (B,) -> features (B, T, F), valid frames (B,)."""
         fe = self.frontend
         valid = fe.num_frames(lengths)
-        if not all(hasattr(fe, name) for name in ("log_mel", "transform", "mean_norm")):
+        if not all(hasattr(fe, name) for name in ("log_mel", "transform", "masked_features")):
             return fe(wave, lengths), valid
-        feats = fe.transform(fe.log_mel(wave))
-        steps = torch.arange(feats.shape[1], device=wave.device)
-        mask = (steps[None, :] < valid[:, None])[..., None]
-        feats = feats * mask
-        if fe.mean_norm:
-            count = torch.clamp(valid, min=1).to(feats.dtype)[:, None, None]
-            feats = (feats - feats.sum(dim=1, keepdim=True) / count) * mask
-        return feats, valid
+        return fe.masked_features(fe.transform(fe.log_mel(wave)), valid), valid
 
     def forward(self, wave: Tensor, lengths: Tensor) -> Tensor:
         feats, frames = self.features(wave, lengths)
