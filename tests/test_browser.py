@@ -146,9 +146,11 @@ def server(setup: dict):
     import uvicorn
 
     from voiceprint.service import create_app
+    from voiceprint.service.access import KeyRing
 
+    keys = KeyRing.parse(f"page admin {API_KEY}", "browser test key")  # the page holds one key
     app = create_app(
-        Embedder.from_checkpoint(setup["checkpoint"]), setup["folder"] / "speakers.db", API_KEY
+        Embedder.from_checkpoint(setup["checkpoint"]), setup["folder"] / "speakers.db", keys
     )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

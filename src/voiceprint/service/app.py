@@ -242,6 +242,11 @@ def create_app(
     verify and identify per key (None: no cap); ``audit_log`` is a JSON-lines file;
     concurrent requests' audio is embedded in batches of up to ``max_batch`` (1: alone).
     """
+    if keys is not None and not isinstance(keys, KeyRing):
+        raise TypeError(
+            f"keys must be a KeyRing (KeyRing.from_file, .from_env, .parse), not "
+            f"{type(keys).__name__}: a key typed as a string is not accepted"
+        )
     db = SpeakerDB(db_path, embedder.model_id, embedder.scorer)
     decision = decision or embedder.decision
     limiter = RateLimiter(rate_limit) if rate_limit is not None else None
