@@ -216,6 +216,7 @@ def test_speechbrain_cache_key_tracks_recipe_and_data() -> None:
     base = SBRecipe().key(["a", "b"], ["a_1", "b_1"])
     assert base == SBRecipe().key(["a", "b"], ["a_1", "b_1"])
     assert base != SBRecipe(minutes=2).key(["a", "b"], ["a_1", "b_1"])
+    assert SBRecipe(minutes=60).key(["a"], ["a_1"]) == SBRecipe(minutes=60.0).key(["a"], ["a_1"])
     assert base != SBRecipe().key(["a", "b"], ["a_1", "b_2"])
     assert sum(SBRecipe().channels) == 4 * 256 + 768
 

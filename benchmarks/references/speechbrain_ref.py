@@ -149,9 +149,10 @@ class SBRecipe:
 
     def key(self, speakers: list[str], utt_ids: list[str]) -> str:
         """Short hash of the recipe (time budget included), the speakers and the training list."""
-        blob = json.dumps(
-            {"recipe": asdict(self), "speakers": speakers, "utts": utt_ids}, sort_keys=True
-        )
+        recipe = asdict(self)
+        minutes = float(self.minutes)  # 60 and 60.0 are the same budget: one key
+        recipe["minutes"] = int(minutes) if minutes.is_integer() else minutes
+        blob = json.dumps({"recipe": recipe, "speakers": speakers, "utts": utt_ids}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
