@@ -74,7 +74,13 @@ from voiceprint import audio, metrics  # noqa: E402
 from voiceprint.allocator import keep_freed_memory  # noqa: E402
 from voiceprint.calibration import enroll_style_trials  # noqa: E402
 from voiceprint.config import DataConfig, ExperimentConfig, load_config  # noqa: E402
-from voiceprint.data.corpus import CorpusError, Utterance, find_wav_root, scan_split  # noqa: E402
+from voiceprint.data.corpus import (  # noqa: E402
+    CorpusError,
+    Utterance,
+    find_wav_root,
+    read_kaldi_dir,
+    scan_split,
+)
 from voiceprint.data.dataset import load_waves, speaker_labels  # noqa: E402
 from voiceprint.data.protocol import prepare, prepare_test  # noqa: E402
 from voiceprint.evaluation import write_scores  # noqa: E402
@@ -626,8 +632,6 @@ def build_context(args: argparse.Namespace) -> Context:
             f"accuracy benchmark: {args.train_config} holds out no speakers "
             "(data.heldout_share): the references would have nothing to calibrate on"
         )
-    from voiceprint.data.corpus import read_kaldi_dir
-
     return Context(args, sets, config, prepared.train, read_kaldi_dir(prepared.calibration_dir))
 
 

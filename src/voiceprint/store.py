@@ -412,7 +412,8 @@ class SpeakerDB:
             raise ValueError(f"{path}: its embeddings, names and counts do not agree")
         if not names:
             return {"speakers": 0, "embeddings": 0}
-        present = sorted(set(speakers.tolist()) & {s.name for s in self.speakers()})
+        with self._lock:
+            present = sorted(self._existing(speakers.tolist()))
         if present:
             raise ValueError(
                 f"{path}: {len(present)} of its speakers are already enrolled in {self.path} "

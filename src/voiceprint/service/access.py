@@ -153,6 +153,9 @@ class RateLimit:
     requests: int
     seconds: float = 60.0
 
+    def __str__(self) -> str:
+        return f"{self.requests} per {self.seconds:g} s"
+
     @classmethod
     def parse(cls, text: str) -> RateLimit | None:
         """``"30/min"``, ``"5/s"``, ``"100/hour"`` or ``"0"`` (no limit -> None)."""
@@ -201,7 +204,17 @@ class RateLimiter:
 class AuditLog:
     """Appends one JSON object per line to ``path`` (created private, mode 600)."""
 
-    FIELDS = ("speaker", "score", "llr", "threshold", "decision", "identified", "gallery_size")
+    FIELDS = (
+        "speaker",
+        "score",
+        "llr",
+        "threshold",
+        "decision",
+        "identified",
+        "gallery_size",
+        "added",
+        "removed",
+    )
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
@@ -213,13 +226,12 @@ class AuditLog:
     def record(self, event: str, key_id: str, **fields: Any) -> dict[str, Any]:
         """Write one line: time (UTC), event, key id and the decision fields given.
 
-        Only names in :attr:`FIELDS` (plus ``added``/``removed`` counts) are accepted, so
+        Only names in :attr:`FIELDS` are accepted, so
         audio or embeddings cannot end up in the log by mistake.
         """
-        allowed = (*self.FIELDS, "added", "removed")
-        unknown = sorted(set(fields) - set(allowed))
+        unknown = sorted(set(fields) - set(self.FIELDS))
         if unknown:
-            raise ValueError(f"audit log fields {unknown} are not allowed; allowed: {allowed}")
+            raise ValueError(f"audit log fields {unknown} are not allowed; allowed: {self.FIELDS}")
         line = {
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "event": event,

@@ -92,7 +92,7 @@ class TrainingGraph(nn.Module):
     def reseed(self, seed: int, rank: int, epoch: int) -> None:
         """Seed the augmentation generators and torch's global one for ``rank``'s ``epoch``."""
         self.wave_augment.generator.manual_seed(stream_seed(seed, rank, epoch, 0))
-        if isinstance(self.spec_augment, nn.Module) and hasattr(self.spec_augment, "generator"):
+        if hasattr(self.spec_augment, "generator"):  # nn.Identity when SpecAugment is off
             self.spec_augment.generator.manual_seed(stream_seed(seed, rank, epoch, 1))
         torch.manual_seed(stream_seed(seed, rank, epoch, 2))
 
