@@ -22,6 +22,7 @@ __all__ = [
     "plot_det",
     "plot_roc",
     "plot_score_histogram",
+    "plot_timeline",
     "plot_training",
     "probit",
 ]
@@ -298,4 +299,40 @@ def plot_calibration(
     right.set_ylabel("empirical LLR")
     right.set_title("Reliability")
     right.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_timeline(
+    turns: Sequence[tuple[float, float, str]],
+    path: str | Path,
+    duration: float | None = None,
+    reference: Sequence[tuple[float, float, str]] | None = None,
+    title: str = "Who spoke when",
+) -> Path:
+    """Diarization timeline: one row per speaker label, a bar per (start s, end s, label)
+    turn; with ``reference``, the true turns are drawn in grey rows beneath."""
+    rows: list[tuple[str, list[tuple[float, float]], str]] = []
+    labels = sorted(
+        {t[2] for t in turns}, key=lambda name: min(t[0] for t in turns if t[2] == name)
+    )
+    for i, label in enumerate(labels):
+        rows.append((label, [(a, b - a) for a, b, name in turns if name == label], f"C{i % 10}"))
+    if reference is not None:
+        truth = sorted({t[2] for t in reference})
+        for label in truth:
+            spans = [(a, b - a) for a, b, name in reference if name == label]
+            rows.append((f"truth: {label}", spans, "0.55"))
+    ends = [a + w for _, spans, _ in rows for a, w in spans]
+    end = duration if duration is not None else max(ends, default=1.0)
+    if not np.isfinite(end) or end <= 0:
+        raise ValueError(f"duration must be positive, got {end}")
+    fig, ax = _figure(10.0, 1.2 + 0.45 * max(len(rows), 1))
+    for i, (_, spans, color) in enumerate(rows):
+        ax.broken_barh(spans, (i - 0.4, 0.8), facecolors=color)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlim(0, end)
+    ax.set_xlabel("time (s)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)

@@ -1,0 +1,186 @@
+"""Stage 4, clustering: window embeddings -> speaker labels, and how many speakers.
+
+Embeddings go through the model's scorer first (:meth:`Scorer.units`: its mean
+subtraction and length normalisation), so the cosine between two windows is the
+model's own score. Two methods, both built on scipy / scikit-learn:
+
+* ``"ahc"``: average-linkage agglomerative clustering, stopped where the two closest
+  clusters' mean score falls below a threshold. The threshold is set as an LLR on the
+  model's calibration (``stop_llr``) and turned into a score by inverting it, so it moves
+  with the model; an uncalibrated model takes ``stop_llr`` as the score itself.
+* ``"spectral"``: spectral clustering of the pruned cosine affinity; the count comes
+  from the largest eigengap of its normalised Laplacian.
+
+``num_speakers`` fixes the count; ``min_speakers`` / ``max_speakers`` bound an estimated
+one. Clusters too small to be a speaker (less than ``min_cluster_share`` of the windows,
+when the count is estimated) are folded into the nearest other cluster, and every window
+is then re-assigned to its nearest cluster centre. Above ``MAX_POINTS`` windows, k-means
+first summarises them into ``MAX_POINTS`` centres, so time and memory stay linear in the
+recording. Labels are 0..K-1 in order of first appearance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from voiceprint.scoring import Scorer
+
+STOP_LLR = 0.0  # AHC stops when the closest clusters' mean score has a lower LLR than this
+MIN_CLUSTER_SHARE = 0.02  # smaller clusters are folded into others (estimated count only)
+MAX_POINTS = 2000  # above this many windows, k-means summarises them first
+METHODS = ("ahc", "spectral")
+
+
+def stop_score(scorer: Scorer, stop_llr: float = STOP_LLR) -> float:
+    """The score whose calibrated LLR is ``stop_llr`` (``stop_llr`` itself, uncalibrated)."""
+    calibration = scorer.backend.calibration
+    if calibration is None or not calibration.fitted or not calibration.scale:
+        return float(stop_llr)
+    return float((stop_llr - calibration.offset) / calibration.scale)
+
+
+def _first_appearance(labels: np.ndarray) -> np.ndarray:
+    """Relabel to 0..K-1 in order of first appearance."""
+    _, first = np.unique(labels, return_index=True)
+    order = labels[np.sort(first)]
+    mapping = {int(old): new for new, old in enumerate(order)}
+    return np.array([mapping[int(v)] for v in labels], dtype=np.int64)
+
+
+def _ahc(units: np.ndarray, k: int | None, threshold: float) -> np.ndarray:
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if len(units) == 1:
+        return np.zeros(1, dtype=np.int64)
+    tree = linkage(units, method="average", metric="cosine")
+    if k is not None:
+        return fcluster(tree, t=k, criterion="maxclust").astype(np.int64) - 1
+    return fcluster(tree, t=1.0 - threshold, criterion="distance").astype(np.int64) - 1
+
+
+def _count_for_threshold(units: np.ndarray, threshold: float) -> int:
+    return int(len(np.unique(_ahc(units, None, threshold))))
+
+
+def _spectral(units: np.ndarray, k: int | None, lo: int, hi: int, prune: float = 0.1) -> np.ndarray:
+    from scipy.linalg import eigh
+    from sklearn.cluster import KMeans
+
+    n = len(units)
+    if n <= 2:
+        return np.zeros(n, dtype=np.int64) if (k or 1) == 1 else np.arange(n, dtype=np.int64)
+    affinity = np.clip(units @ units.T, 0.0, 1.0)
+    keep = max(2, int(np.ceil(prune * n)))  # each row keeps its strongest neighbours
+    cut = np.partition(affinity, n - keep, axis=1)[:, n - keep][:, None]
+    affinity = np.where(affinity >= cut, affinity, 0.0)
+    affinity = 0.5 * (affinity + affinity.T)
+    np.fill_diagonal(affinity, 0.0)
+    degree = np.maximum(affinity.sum(1), 1e-10)
+    inv = 1.0 / np.sqrt(degree)
+    laplacian = np.eye(n) - inv[:, None] * affinity * inv[None, :]
+    top = min(n - 1, max(hi, k or 1) + 1)
+    values, vectors = eigh(laplacian, subset_by_index=[0, top])
+    if k is None:
+        gaps = np.diff(values[: hi + 1])
+        k = int(np.argmax(gaps[lo - 1 : hi]) + lo)
+    if k == 1:
+        return np.zeros(n, dtype=np.int64)
+    emb = vectors[:, :k]
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-10)
+    return KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(emb).astype(np.int64)
+
+
+def _centres(units: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    out = np.stack([units[labels == c].mean(0) for c in range(k)])
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-10)
+
+
+def _fold_small(units: np.ndarray, labels: np.ndarray, min_size: int, floor: int) -> np.ndarray:
+    """Fold clusters smaller than ``min_size`` into their nearest other cluster, smallest
+    first, while more than ``floor`` clusters remain."""
+    labels = _first_appearance(labels)
+    while True:
+        sizes = np.bincount(labels)
+        small = [c for c in np.argsort(sizes, kind="stable") if sizes[c] < min_size]
+        if not small or len(sizes) <= floor:
+            return labels
+        c = int(small[0])
+        centres = _centres(units, labels, len(sizes))
+        sims = centres @ centres[c]
+        sims[c] = -np.inf
+        labels = _first_appearance(np.where(labels == c, int(np.argmax(sims)), labels))
+
+
+def cluster(
+    embeddings: np.ndarray,
+    scorer: Scorer | None = None,
+    *,
+    method: str = "ahc",
+    num_speakers: int | None = None,
+    min_speakers: int = 1,
+    max_speakers: int | None = None,
+    stop_llr: float = STOP_LLR,
+    min_cluster_share: float = MIN_CLUSTER_SHARE,
+    max_points: int = MAX_POINTS,
+    reassign: bool = True,
+) -> np.ndarray:
+    """Speaker labels (W,) int64 in 0..K-1 for window embeddings (W, D)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown clustering method {method!r}; choose from {METHODS}")
+    x = np.asarray(embeddings, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if num_speakers is not None and num_speakers < 1:
+        raise ValueError(f"num_speakers must be at least 1, got {num_speakers}")
+    hi = max_speakers if max_speakers is not None else 20
+    if min_speakers < 1 or hi < min_speakers:
+        raise ValueError(f"need 1 <= min_speakers <= max_speakers, got {min_speakers}, {hi}")
+    lo = min_speakers
+    if num_speakers is not None:
+        lo = hi = num_speakers
+    lo, hi = min(lo, n), min(hi, n)
+    units = (scorer or Scorer()).units(x)
+
+    points, owner = units, np.arange(n)
+    if n > max_points:  # summarise: time and memory linear in the number of windows
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=max_points, n_init=1, random_state=0, max_iter=50).fit(units)
+        points = km.cluster_centers_ / np.maximum(
+            np.linalg.norm(km.cluster_centers_, axis=1, keepdims=True), 1e-10
+        )
+        owner = km.labels_
+
+    fixed = num_speakers if num_speakers is not None else None
+    threshold = stop_score(scorer or Scorer(), stop_llr)
+    if method == "ahc":
+        k = fixed
+        if k is None:
+            found = _count_for_threshold(points, threshold)
+            if not lo <= found <= hi:
+                k = int(np.clip(found, lo, hi))
+        labels = _ahc(points, k, threshold)[owner]
+    else:
+        labels = _spectral(points, fixed, max(lo, 1), max(hi, 1))[owner]
+
+    if num_speakers is None and min_cluster_share > 0:
+        labels = _fold_small(units, labels, int(np.ceil(min_cluster_share * n)), lo)
+    if reassign and n > 1:
+        k = int(labels.max()) + 1
+        for _ in range(3):  # nearest-centre passes (k-means steps from the clustering)
+            new = np.argmax(units @ _centres(units, labels, k).T, axis=1)
+            if np.array_equal(new, labels) or len(np.unique(new)) < k:
+                break
+            labels = new
+    return _first_appearance(labels)
+
+
+def centroid_scores(embeddings: np.ndarray, labels: np.ndarray, scorer: Scorer | None) -> Any:
+    """(K, K) scores between the clusters' speaker models (for reports and tests)."""
+    scorer = scorer or Scorer()
+    k = int(labels.max()) + 1
+    models = np.stack([scorer.speaker_model(embeddings[labels == c]) for c in range(k)])
+    return scorer.score(models, models)

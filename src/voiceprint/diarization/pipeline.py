@@ -1,0 +1,188 @@
+"""The whole pipeline: audio -> speech -> windows -> embeddings -> clusters -> turns -> names.
+
+    diarizer = Diarizer(load_embedder("model.onnx"), db=SpeakerDB(...))
+    result = diarizer(wave_or_path, num_speakers=None)      # Diarization
+    result.write("out/")                                     # RTTM, JSON, timeline PNG
+
+Memory: the source is read twice in blocks (speech detection, then embedding), and what
+is kept between passes is small per second of audio (speech regions, one embedding per
+0.75 s, one label per 10 ms frame), so a one-hour file runs in bounded memory.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voiceprint.diarization import clustering, refine, windows
+from voiceprint.diarization.embed import embed_windows
+from voiceprint.diarization.naming import ClusterName, name_clusters
+from voiceprint.diarization.segments import (
+    Segment,
+    segments_to_json,
+    write_json,
+    write_rttm,
+)
+from voiceprint.diarization.source import Source, open_source
+from voiceprint.diarization.speech import SAD_THRESHOLD, detect_speech
+from voiceprint.scoring import Decision
+
+
+@dataclass
+class Diarization:
+    """Who spoke when in one recording.
+
+    ``segments`` are non-overlapping turns in time order; ``speakers`` holds one
+    :class:`ClusterName` per speaker found; ``duration`` is in seconds; ``timings`` the
+    seconds each stage took.
+    """
+
+    file_id: str
+    duration: float
+    segments: list[Segment]
+    speakers: list[ClusterName]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_speakers(self) -> int:
+        return len(self.speakers)
+
+    def speech_seconds(self, speaker: str) -> float:
+        return float(sum(s.duration for s in self.segments if s.speaker == speaker))
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document ``write`` saves: recording, speakers, segments, timings."""
+        return {
+            "file": self.file_id,
+            "duration": round(self.duration, 3),
+            "num_speakers": self.num_speakers,
+            "speakers": [
+                {
+                    "speaker": s.speaker,
+                    "name": s.name,
+                    "score": s.score,
+                    "llr": s.llr,
+                    "best_match": s.match,
+                    "seconds": round(self.speech_seconds(s.speaker), 3),
+                }
+                for s in self.speakers
+            ],
+            "segments": segments_to_json(self.segments),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+    def write(self, out_dir: str | Path, picture: bool = True) -> dict[str, Path]:
+        """Write ``<file_id>.rttm``, ``<file_id>.json`` and ``<file_id>.png`` into ``out_dir``."""
+        out = Path(out_dir)
+        paths = {
+            "rttm": write_rttm(out / f"{self.file_id}.rttm", self.segments, self.file_id),
+            "json": write_json(out / f"{self.file_id}.json", self.to_json()),
+        }
+        if picture:
+            from voiceprint.plots import plot_timeline
+
+            paths["png"] = plot_timeline(
+                [(s.start, s.end, s.speaker) for s in self.segments],
+                out / f"{self.file_id}.png",
+                duration=self.duration,
+                title=f"{self.file_id}: {self.num_speakers} speaker(s)",
+            )
+        return paths
+
+
+class Diarizer:
+    """Speaker diarization with one model (and optionally a speaker store to name voices).
+
+    ``embedder`` is anything with the embedder's public API (``embed_batch``,
+    ``sample_rate``, ``min_samples``, ``scorer``, ``decision``). ``decision`` overrides
+    the model's for naming. Window and clustering settings default to the module
+    constants (tuned on simulated so762 dev conversations).
+    """
+
+    def __init__(
+        self,
+        embedder: Any,
+        db: Any | None = None,
+        *,
+        decision: Decision | None = None,
+        method: str = "ahc",
+        stop_llr: float = clustering.STOP_LLR,
+        window: float = windows.WINDOW_SECONDS,
+        step: float = windows.STEP_SECONDS,
+        sad_threshold: float = SAD_THRESHOLD,
+        min_cluster_share: float = clustering.MIN_CLUSTER_SHARE,
+        min_turn: float = refine.MIN_TURN_SECONDS,
+    ) -> None:
+        self.embedder = embedder
+        self.db = db
+        self.decision = decision or embedder.decision
+        self.method = method
+        self.stop_llr = stop_llr
+        self.window = window
+        self.step = step
+        self.sad_threshold = sad_threshold
+        self.min_cluster_share = min_cluster_share
+        self.min_turn = min_turn
+
+    def __call__(
+        self,
+        audio: str | Path | np.ndarray | Source,
+        *,
+        file_id: str | None = None,
+        num_speakers: int | None = None,
+        min_speakers: int = 1,
+        max_speakers: int | None = None,
+        progress: bool = False,
+    ) -> Diarization:
+        """Diarize a file path, a 16 kHz float32 wave (N,) or a source."""
+        rate = int(self.embedder.sample_rate)
+        source = audio if hasattr(audio, "blocks") else open_source(audio, rate)  # type: ignore[arg-type]
+        if file_id is None:
+            file_id = Path(source.name).stem if isinstance(audio, (str, Path)) else "recording"
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        regions = detect_speech(source, threshold=self.sad_threshold)
+        timings["speech"] = time.perf_counter() - clock
+        shortest = max(windows.MIN_WINDOW_SECONDS, self.embedder.min_samples / rate)
+        spans = windows.make_windows(
+            regions, rate, length=self.window, step=self.step, min_length=shortest
+        )
+        clock = time.perf_counter()
+        emb = embed_windows(self.embedder, source, spans, progress=progress)
+        timings["embedding"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        num_samples = source.num_samples
+        duration = num_samples / rate
+        if len(spans) == 0:
+            timings["clustering"] = timings["naming"] = 0.0
+            return Diarization(file_id, duration, [], [], timings)
+        labels = clustering.cluster(
+            emb,
+            self.embedder.scorer,
+            method=self.method,
+            num_speakers=num_speakers,
+            min_speakers=min_speakers,
+            max_speakers=max_speakers,
+            stop_llr=self.stop_llr,
+            min_cluster_share=self.min_cluster_share,
+        )
+        timings["clustering"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        labels, names = name_clusters(emb, labels, self.db, self.decision)
+        frames = refine.frame_labels(spans, labels, regions, num_samples, rate)
+        frames = refine.smooth_turns(frames, int(round(self.min_turn / refine.FRAME_SECONDS)))
+        segments = [
+            Segment(
+                a, min(b, duration), names[k].speaker, names[k].name, names[k].score, names[k].llr
+            )
+            for a, b, k in refine.to_turns(frames)
+        ]
+        present = {s.speaker for s in segments}
+        speakers = [n for n in names if n.speaker in present]
+        timings["naming"] = time.perf_counter() - clock
+        return Diarization(file_id, duration, segments, speakers, timings)
