@@ -6,11 +6,23 @@ other sample rates are converted with soxr (its "HQ" quality). Every failure rai
 :class:`AudioError`, whose message starts with the file (or given) name and then says
 what is wrong: missing, not a file, not decodable audio, empty, too short, silent or
 holding NaN/inf values.
+
+Kaldi ``wav.scp`` commands: a "path" that ends in ``|`` (``sox x.wav -t wav - |``,
+``ffmpeg -i x.m4a -f wav - |``) is run as Kaldi runs it, through the shell (``/bin/sh -c``,
+so quoting, pipes and variables work as in Kaldi), and the WAV (or any format soundfile
+reads) it writes to stdout is decoded. A command that fails raises AudioError naming the
+utterance (see :class:`PipeCommand`), the command, its exit status and its stderr. Only
+run commands from wav.scp files you trust, as with Kaldi. ``ark:offset`` entries
+(``foo.ark:1234``) are not read.
+
+AAC in MP4/M4A (VoxCeleb2) is decoded with PyAV, FFmpeg's libraries with their own AAC
+decoder: ``pip install 'voiceprint[voxceleb2]'``.
 """
 
 from __future__ import annotations
 
 import io
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +30,28 @@ import soundfile as sf
 import soxr
 
 SILENCE_PEAK = 1e-4  # a signal whose absolute peak stays below this is treated as silent
+AV_SUFFIXES = (".m4a", ".mp4", ".aac")  # decoded with PyAV (the voxceleb2 extra)
+COMMAND_SECONDS = 600.0  # a wav.scp command running longer than this is stopped
 
 
 class AudioError(ValueError):
     """Audio that cannot be used; the message names the file and the problem."""
+
+
+class PipeCommand(str):
+    """A Kaldi ``wav.scp`` command ending in ``|``, with the utterance id it reads."""
+
+    utt: str
+
+    def __new__(cls, command: str, utt: str = "") -> PipeCommand:
+        self = super().__new__(cls, command)
+        self.utt = utt
+        return self
+
+
+def is_command(path: str | Path) -> bool:
+    """True for a Kaldi pipe: text that ends in ``|``."""
+    return isinstance(path, str) and path.rstrip().endswith("|")
 
 
 def load(path: str | Path, sample_rate: int = 16000, *, min_seconds: float = 0.1) -> np.ndarray:
@@ -29,7 +59,10 @@ def load(path: str | Path, sample_rate: int = 16000, *, min_seconds: float = 0.1
 
     Returns an array of shape (N,). Raises AudioError naming ``path`` when the file is
     missing, is not a regular file, cannot be decoded, or holds no usable signal.
+    ``path`` may also be a Kaldi command ending in ``|`` whose stdout is audio.
     """
+    if is_command(path):
+        return _load_command(str(path), getattr(path, "utt", ""), sample_rate, min_seconds)
     path = Path(path)
     name = str(path)
     if not path.exists():
@@ -38,11 +71,61 @@ def load(path: str | Path, sample_rate: int = 16000, *, min_seconds: float = 0.1
         raise AudioError(f"{name}: not a regular file")
     if path.stat().st_size == 0:
         raise AudioError(f"{name}: empty file (0 bytes)")
+    if path.suffix.lower() in AV_SUFFIXES:
+        data, rate = _decode_av(path, name)
+        return _finish(data, rate, sample_rate, name, min_seconds)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
         raise AudioError(f"{name}: cannot decode as audio ({_reason(err)})") from err
     return _finish(data, int(rate), sample_rate, name, min_seconds)
+
+
+def _load_command(command: str, utt: str, sample_rate: int, min_seconds: float) -> np.ndarray:
+    """Run a wav.scp command through the shell, as Kaldi does, and decode its stdout."""
+    shell = command.rstrip()[:-1].strip()
+    name = f"utterance {utt} (command {shell!r})" if utt else f"command {shell!r}"
+    try:
+        done = subprocess.run(  # noqa: S602 (Kaldi's wav.scp semantics: a shell command)
+            shell, shell=True, capture_output=True, timeout=COMMAND_SECONDS, check=False
+        )
+    except subprocess.TimeoutExpired as err:
+        raise AudioError(f"{name}: still running after {COMMAND_SECONDS:g} s; stopped") from err
+    stderr = done.stderr.decode("utf-8", "replace").strip()
+    if done.returncode != 0:
+        tail = stderr[-500:] or "(nothing on stderr)"
+        raise AudioError(f"{name}: exited with status {done.returncode}: {tail}")
+    if not done.stdout:
+        raise AudioError(f"{name}: wrote no audio to stdout{f' ({stderr[-300:]})' if stderr else ''}")
+    return decode_bytes(done.stdout, sample_rate, name=name, min_seconds=min_seconds)
+
+
+def _decode_av(path: Path, name: str) -> tuple[np.ndarray, int]:
+    """Decode AAC/MP4 with PyAV -> (float32 (N, C), rate)."""
+    try:
+        import av
+    except ImportError as err:
+        raise AudioError(
+            f"{name}: decoding {path.suffix} (AAC) needs PyAV: pip install 'voiceprint[voxceleb2]'"
+        ) from err
+    try:
+        with av.open(str(path)) as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise AudioError(f"{name}: holds no audio stream")
+            resampler = av.AudioResampler(format="fltp")
+            chunks, rate = [], 0
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    rate = out.sample_rate
+                    chunks.append(out.to_ndarray())
+    except AudioError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, StopIteration) as err:
+        raise AudioError(f"{name}: cannot decode as audio ({_reason(err)})") from err
+    if not chunks:
+        raise AudioError(f"{name}: empty audio (0 samples)")
+    return np.concatenate(chunks, axis=1).T.astype(np.float32, copy=False), int(rate)
 
 
 def decode_bytes(

@@ -3,7 +3,10 @@
 AISHELL-1 layout: ``<root>/wav/{train,dev,test}/<speaker>/<utt>.<ext>``. ``root`` may be
 the folder holding ``wav/`` (``data_aishell/``), the folder above it, or ``wav/`` itself.
 Kaldi data folder: ``wav.scp`` (utt path) and ``utt2spk`` (utt speaker); ``spk2utt`` is
-derived.
+derived. A wav.scp entry may be a command ending in ``|`` (``sox x.wav -t wav - |``): it is
+kept as a :class:`voiceprint.audio.PipeCommand` and run when the audio is loaded.
+VoxCeleb, CN-Celeb and AISHELL-1 as distributed: :mod:`voiceprint.data.official`,
+:mod:`voiceprint.data.aishell`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+from voiceprint.audio import PipeCommand, is_command
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif", ".au")
 
@@ -25,7 +30,7 @@ class Utterance:
 
     utt: str
     speaker: str
-    path: Path
+    path: Path | PipeCommand  # a file, or a wav.scp command ending in "|"
 
 
 def find_wav_root(root: str | Path) -> Path:
@@ -85,8 +90,9 @@ def _read_table(path: Path) -> dict[str, str]:
 def read_kaldi_dir(folder: str | Path) -> list[Utterance]:
     """Utterances of a Kaldi data folder (wav.scp + utt2spk), sorted by speaker, utt.
 
-    Relative paths in wav.scp are taken relative to the folder. Piped commands
-    (``... |``) are not supported: convert them to files first.
+    Relative paths in wav.scp are taken relative to the folder. Commands (``... |``) are
+    kept as they are and run through the shell by :func:`voiceprint.audio.load`, in the
+    current working directory as Kaldi runs them; ``ark:offset`` entries are refused.
     """
     folder = Path(folder).expanduser()
     wav_scp, utt2spk = folder / "wav.scp", folder / "utt2spk"
@@ -96,15 +102,32 @@ def read_kaldi_dir(folder: str | Path) -> list[Utterance]:
     paths, speakers = _read_table(wav_scp), _read_table(utt2spk)
     utts = []
     for utt, location in paths.items():
-        if location.endswith("|"):
-            raise CorpusError(f"{wav_scp}: utterance {utt} is a pipe; only file paths are read")
         if utt not in speakers:
             raise CorpusError(f"{utt2spk}: utterance {utt} from wav.scp has no speaker")
+        if is_command(location):
+            utts.append(Utterance(utt, speakers[utt], PipeCommand(location, utt)))
+            continue
+        if _is_ark(location):
+            raise CorpusError(
+                f"{wav_scp}: utterance {utt} is an ark offset ({location}); only files and "
+                "commands ending in '|' are read (write the audio out with Kaldi's wav-copy)"
+            )
         path = Path(location)
         utts.append(Utterance(utt, speakers[utt], path if path.is_absolute() else folder / path))
     if not utts:
         raise CorpusError(f"Kaldi data folder {folder} lists no utterances")
     return sorted(utts, key=lambda u: (u.speaker, u.utt))
+
+
+def _is_ark(location: str) -> bool:
+    """``foo.ark:1234`` (an offset into a Kaldi archive)."""
+    head, sep, tail = location.rpartition(":")
+    return bool(sep) and tail.isdigit() and head.endswith(".ark")
+
+
+def _location(path: Path | PipeCommand) -> str:
+    """What wav.scp holds for ``path``: a command as it is, a file as an absolute path."""
+    return str(path) if is_command(path) else str(Path(path).resolve())
 
 
 def by_speaker(utts: list[Utterance]) -> dict[str, list[Utterance]]:
@@ -116,12 +139,12 @@ def by_speaker(utts: list[Utterance]) -> dict[str, list[Utterance]]:
 
 
 def write_kaldi_dir(folder: str | Path, utts: list[Utterance]) -> Path:
-    """Write wav.scp, utt2spk and spk2utt for ``utts`` (absolute paths)."""
+    """Write wav.scp, utt2spk and spk2utt for ``utts`` (absolute paths; commands as is)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     utts = sorted(utts, key=lambda u: (u.speaker, u.utt))
     (folder / "wav.scp").write_text(
-        "".join(f"{u.utt} {Path(u.path).resolve()}\n" for u in utts), encoding="utf-8"
+        "".join(f"{u.utt} {_location(u.path)}\n" for u in utts), encoding="utf-8"
     )
     (folder / "utt2spk").write_text("".join(f"{u.utt} {u.speaker}\n" for u in utts), "utf-8")
     (folder / "spk2utt").write_text(
