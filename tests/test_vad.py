@@ -169,3 +169,39 @@ def test_ten_minutes_gives_one_region_per_burst() -> None:
     assert np.all(found.regions[:, 1] <= expected[:, 1] + EDGE * SR)
     overlap = np.minimum(found.regions[:, 1], expected[:, 1]) - found.regions[:, 0]
     assert np.all(overlap >= 0.5 * (expected[:, 1] - expected[:, 0]))
+
+
+@pytest.mark.parametrize("threshold", [0.15, 0.5])
+def test_regions_equal_silero_own_timestamps(backend: str, threshold: float) -> None:
+    """Both backends and our state machine give exactly Silero's get_speech_timestamps."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import silero_vad
+
+        reference_model = silero_vad.load_silero_vad(onnx=False)
+    rng = np.random.default_rng(5)
+    parts = []
+    for seed in range(4):  # speech bursts of varied length between pauses of varied length
+        parts += [_noise(rng.uniform(0.05, 1.2), rng), _speech(seed, rng.uniform(0.4, 2.5))]
+    wave = np.concatenate([*parts, _noise(0.7, rng)])
+    found = vad.speech_regions(wave, SR, threshold=threshold, min_silence_ms=150)
+    stamps = silero_vad.get_speech_timestamps(
+        torch.from_numpy(wave),
+        reference_model,
+        threshold=threshold,
+        sampling_rate=SR,
+        min_silence_duration_ms=150,
+    )
+    expected = np.array([[s["start"], s["end"]] for s in stamps], dtype=np.int64)
+    assert len(expected) >= 2
+    np.testing.assert_array_equal(found.regions, expected.reshape(-1, 2))
+
+
+def test_probabilities_do_not_depend_on_the_block_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks carry the recurrent state and the context: cutting them smaller changes nothing."""
+    pytest.importorskip("onnxruntime")
+    wave = _padded(_speech(3, 6.0), 3)[0]
+    whole = vad.speech_probabilities(wave)
+    monkeypatch.setattr(vad, "BLOCK_FRAMES", 7)
+    np.testing.assert_allclose(vad.speech_probabilities(wave), whole, atol=1e-6)
+    assert whole.shape == (-(-wave.size // vad.FRAME),)
