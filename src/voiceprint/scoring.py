@@ -649,6 +649,45 @@ class Scorer:
             return _to_numpy(scores, "scores")
         return self.backend.calibration.llr(scores)
 
+    # Search rows: score() as one inner product, for an inner-product index (faiss).
+    # AS-norm's 0.5 ((raw - mu_e) / sd_e + (raw - mu_p) / sd_p) is affine in raw with
+    # per-side terms, so with enroll rows [u_e / (2 sd_e), u_e, -mu_e / (2 sd_e)] and probe
+    # rows [u_p, u_p / (2 sd_p), 1] the score is their inner product plus -mu_p / (2 sd_p).
+
+    def search_width(self, dim: int) -> int:
+        """Width of the search rows of ``dim``-dim units: ``dim``, or ``2 dim + 1``."""
+        return 2 * dim + 1 if self.backend.asnorm else dim
+
+    def search_rows(self, units: Any, stats: np.ndarray | None = None) -> np.ndarray:
+        """Enrollment unit rows (N, D) -> float32 rows whose inner product with
+        :meth:`search_probe`'s rows, plus its offset, is :meth:`score`."""
+        u = _to_numpy(units, "units", ndim=2)
+        if not self.backend.asnorm:
+            return u.astype(np.float32)
+        stats = self.norm_stats(u) if stats is None else stats
+        half = 0.5 / stats[:, 1:2]
+        return np.hstack([u * half, u, -stats[:, 0:1] * half]).astype(np.float32)
+
+    def search_probe(
+        self, units: Any, stats: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probe unit rows (M, D) -> (float32 search rows, (M,) offsets to add)."""
+        u = _to_numpy(units, "units", ndim=2)
+        if not self.backend.asnorm:
+            return u.astype(np.float32), np.zeros(len(u))
+        stats = self.norm_stats(u) if stats is None else stats
+        half = 0.5 / stats[:, 1:2]
+        rows = np.hstack([u, u * half, np.ones((len(u), 1))]).astype(np.float32)
+        return rows, -(stats[:, 0:1] * half)[:, 0]
+
+    def search_units(self, rows: Any) -> np.ndarray:
+        """The unit rows (N, D) inside enrollment search rows (inverse of search_rows)."""
+        r = _to_numpy(rows, "rows", ndim=2)
+        if not self.backend.asnorm:
+            return r
+        dim = (r.shape[1] - 1) // 2
+        return r[:, dim : 2 * dim]
+
     def compare(self, first: Any, second: Any) -> float:
         """Score of two recordings' embeddings (D,) each, the first as a one-clip model."""
         model = self.speaker_model(np.atleast_2d(first))

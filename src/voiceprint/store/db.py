@@ -1,21 +1,31 @@
-"""A speaker store on SQLite: enroll, remove, list, verify and identify.
+"""A speaker store on SQLite or PostgreSQL: enroll, remove, list, verify and identify.
 
-    db = SpeakerDB("speakers.db", embedder.model_id, embedder.scorer)
+    db = SpeakerDB("speakers.db", embedder.model_id, embedder.scorer)   # or "postgresql://..."
     db.enroll("alice", embedder.embed_files(["a1.wav", "a2.wav"]))   # (K, D), appended
     db.verify("alice", embedder.embed_file("probe.wav"))             # Match(name, score, llr)
     db.identify(embedder.embed_file("probe.wav"), top=3)             # [Match, ...], best first
 
-One file, WAL mode (readers never block the writer). Each speaker keeps its enrollment
-embeddings and the id of the model that made them; a speaker is scored by the model's
-scorer (:class:`voiceprint.scoring.Scorer`: the same code evaluation scores with) on the
-speaker model, the normalised sum of its enrollment embeddings' scorer units. Embeddings
-from another model are refused with :class:`ModelMismatchError`, never compared.
+The database is the source of truth: each speaker keeps its enrollment embeddings, the id
+of the model that made them and the sum of their scorer units; a speaker is scored by the
+model's scorer (:class:`voiceprint.scoring.Scorer`: the same code evaluation scores with)
+on its speaker model, that sum normalised. Embeddings from another model are refused with
+:class:`ModelMismatchError`, never compared. One class serves both databases; the
+dialects differ only in :mod:`voiceprint.store.sql`.
 
-Identification keeps the speaker models of this model as one (S, D) float32 matrix in
-memory, with their AS-norm statistics (rebuilt after any change, by this or another
-connection), so a probe costs one matrix-vector product and a partial sort: milliseconds
-for 100,000 speakers. A damaged row (a blob of the wrong size, another dimension,
-non-finite values) is reported in the log and left out, never breaking the others.
+Identification searches a faiss index (:mod:`voiceprint.store.index`: exact below
+``approximate_from`` speakers, IVF above) of the speaker models' search rows, whose inner
+products are the scorer's scores (AS-norm included); the best ``top + 10`` found are
+rescored by the scorer itself. The index lives in this process's memory and follows the
+database through a change log: every write transaction bumps one counter row (which also
+serialises writers, so counter order is commit order) and logs the names it changed.
+Before each identification the store reads the log past its own version (one indexed
+query that usually returns nothing) and updates the index in place for the speakers
+named there: its own writes and those of any other connection or process (another
+service replica) are seen by the next request. A gap in the log (more than
+``CHANGE_LOG_KEEP`` writes behind) or a bulk write (over ``CHANGE_LOG_NAMES`` speakers)
+rebuilds the index from the database instead. A damaged row (a blob of the wrong size,
+another dimension, non-finite values) is reported in the log and left out, never
+breaking the others.
 
 ``db.export_to("backup.npz")`` writes this model's speakers (every enrollment embedding,
 its source, the model id and the counts) to one NumPy archive that holds arrays only
@@ -25,52 +35,35 @@ restores it into a store of the same model and refuses another model's file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from voiceprint.scoring import Match, Scorer
+from voiceprint.store.index import APPROXIMATE_FROM, SpeakerIndex
+from voiceprint.store.sql import SQL, connect, is_postgres_url
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the change counter and change log (a version-1 store is upgraded)
 EXPORT_FORMAT = 1
+CHANGE_LOG_KEEP = 10_000  # write transactions kept in the change log
+CHANGE_LOG_NAMES = 1_000  # a transaction changing more speakers logs "rebuild" instead
+RERANK_MARGIN = 10  # candidates beyond ``top`` that the scorer rescores
 REENROLL_HOW = (
     "embeddings of different models cannot be compared: re-enroll the speakers with this "
     "model (voiceprint enroll --model MODEL NAME FILE...), or keep using the model they "
     "were enrolled with (--model)"
 )
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS speakers (
-    name TEXT PRIMARY KEY,
-    model_id TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    unit_sum BLOB NOT NULL,          -- float32 (D,): sum of L2-normalised embeddings
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS embeddings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    speaker TEXT NOT NULL REFERENCES speakers(name) ON DELETE CASCADE,
-    model_id TEXT NOT NULL,
-    vector BLOB NOT NULL,            -- float32 (D,) as produced by the model
-    source TEXT,                     -- where it came from (a file name), optional
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS embeddings_speaker ON embeddings(speaker);
-CREATE INDEX IF NOT EXISTS speakers_model ON speakers(model_id);
-"""
-
 _CHUNK = 500  # names per "IN (...)" query, below SQLite's variable limit
+_FETCH = 50_000  # rows per fetch when the index is rebuilt
 
 
 class ModelMismatchError(ValueError):
@@ -111,40 +104,75 @@ def _check_name(name: str) -> str:
     return name.strip()
 
 
-class SpeakerDB:
-    """Enrolled speakers in one SQLite file, bound to the model with id ``model_id``.
+def open_store(
+    location: str | Path, model_id: str, scorer: Scorer | None = None, **options: int
+) -> SpeakerDB:
+    """The store at a SQLite path or a ``postgresql://`` URL (``options``: SpeakerDB's)."""
+    return SpeakerDB(location, model_id, scorer, **options)
 
-    ``scorer`` is the model's (``embedder.scorer``); without one, plain cosine.
-    ``path`` may be ``":memory:"``. The object is safe to share between threads.
+
+class SpeakerDB:
+    """Enrolled speakers in a SQLite file or a PostgreSQL database, bound to the model
+    with id ``model_id``.
+
+    ``location`` is a path (or ``":memory:"``) or a ``postgresql://`` URL; ``scorer`` is
+    the model's (``embedder.scorer``), without one plain cosine. Galleries of at least
+    ``approximate_from`` speakers are searched by IVF reading ``nprobe`` cells (default:
+    :func:`voiceprint.store.index.ivf_probes`). The object is safe to share between threads.
     """
 
-    def __init__(self, path: str | Path, model_id: str, scorer: Scorer | None = None) -> None:
+    def __init__(
+        self,
+        location: str | Path,
+        model_id: str,
+        scorer: Scorer | None = None,
+        *,
+        approximate_from: int = APPROXIMATE_FROM,
+        nprobe: int | None = None,
+    ) -> None:
         if not model_id:
             raise ValueError("SpeakerDB needs the id of the model that makes the embeddings")
-        self.path = str(path)
         self.model_id = model_id
         self.scorer = scorer or Scorer()
-        if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.path = str(Path(self.path).expanduser())
+        self.approximate_from = approximate_from
+        self.nprobe = nprobe
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        self._conn.execute("PRAGMA busy_timeout = 10000")
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn: SQL = connect(location)
+        self.location = self._conn.location  # printable: no password
+        self.path = str(location) if is_postgres_url(location) else self._conn.location
+        self._search: _Search | None = None
         with self._lock:
-            self._conn.executescript(_SCHEMA)  # idempotent, one statement at a time
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-        version = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
-        if int(version) != SCHEMA_VERSION:
-            raise ValueError(f"{self.path}: speaker store schema {version} is not {SCHEMA_VERSION}")
-        self._cache: _Gallery | None = None
-        self._cache_version: int | None = None
+            self._setup()
+
+    def _setup(self) -> None:
+        """Create or upgrade the tables (idempotent; safe with concurrent openers)."""
+        conn = self._conn
+        conn.begin(write=True)
+        try:
+            for statement in conn.schema():
+                conn.execute(statement)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            version = SCHEMA_VERSION if row is None else int(row[0])
+            if row is None:
+                conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(version),))
+            elif version == 1:  # the tables above are all version 2 adds
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
+                )
+                version = SCHEMA_VERSION
+            if version != SCHEMA_VERSION:
+                raise ValueError(
+                    f"{self.location}: speaker store schema {version} is not {SCHEMA_VERSION}"
+                )
+            if conn.execute("SELECT 1 FROM counters WHERE key = 'version'").fetchone() is None:
+                conn.execute("INSERT INTO counters(key, value) VALUES ('version', 0)")
+            if conn.execute("SELECT 1 FROM counters WHERE key = 'speakers'").fetchone() is None:
+                count = conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0]
+                conn.execute("INSERT INTO counters(key, value) VALUES ('speakers', ?)", (count,))
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -160,13 +188,6 @@ class SpeakerDB:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
-
-    def _data_version(self) -> int:
-        # Changes whenever another connection commits to the file.
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-
-    def _invalidate(self) -> None:
-        self._cache = None
 
     # -- writing --------------------------------------------------------------------------
 
@@ -207,7 +228,7 @@ class SpeakerDB:
         np.add.at(sums, inverse, units)
         counts = np.bincount(inverse, minlength=len(unique))
         now = time.time()
-        with self._transaction():
+        with self._transaction() as tx:
             existing = self._existing(unique)
             updates, inserts = [], []
             for j, speaker in enumerate(unique):
@@ -235,35 +256,48 @@ class SpeakerDB:
             self._conn.executemany(
                 "INSERT INTO embeddings(speaker, model_id, vector, source, created) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (
+                [
                     (n, self.model_id, row.tobytes(), None if sources is None else sources[i], now)
                     for i, (n, row) in enumerate(zip(names, embeddings, strict=True))
-                ),
+                ],
             )
-            self._invalidate()
+            tx.changed(unique, added=len(inserts))
 
     def remove(self, name: str) -> int:
         """Forget speaker ``name`` and its embeddings; returns how many embeddings went."""
         name = _check_name(name)
-        with self._transaction():
+        with self._transaction() as tx:
             info = self._info(name)
             self._conn.execute("DELETE FROM speakers WHERE name = ?", (name,))
-            self._invalidate()
+            tx.changed([name], added=-1)
         return info.count
 
     # -- reading --------------------------------------------------------------------------
 
-    def speakers(self) -> list[SpeakerInfo]:
-        """Every enrolled speaker (of any model), sorted by name."""
+    def speakers(self, limit: int | None = None, after: str | None = None) -> list[SpeakerInfo]:
+        """Enrolled speakers (of any model) sorted by name: all of them, or a page of at
+        most ``limit`` whose names sort after ``after`` (pass the last name of one page
+        to get the next; each page is one index range scan)."""
+        query = "SELECT name, count, model_id, created, updated FROM speakers"
+        params: list[object] = []
+        if after is not None:
+            query += " WHERE name > ?"
+            params.append(after)
+        query += " ORDER BY name"
+        if limit is not None:
+            if limit < 1:
+                raise ValueError("limit must be at least 1")
+            query += " LIMIT ?"
+            params.append(int(limit))
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT name, count, model_id, created, updated FROM speakers ORDER BY name"
-            ).fetchall()
+            rows = self._conn.execute(query, tuple(params)).fetchall()
         return [SpeakerInfo(*row) for row in rows]
 
     def __len__(self) -> int:
+        """How many speakers are enrolled (any model): one counter row, O(1)."""
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0])
+            row = self._conn.execute("SELECT value FROM counters WHERE key = 'speakers'")
+            return int(row.fetchone()[0])
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -285,21 +319,33 @@ class SpeakerDB:
     @property
     def gallery_size(self) -> int:
         """How many speakers of this model identification searches."""
-        return len(self._means().names)
+        with self._lock:
+            return self._refresh().index.ntotal
+
+    @property
+    def index_kind(self) -> str:
+        """The kind of index identification searches now: "exact", "ivf" or "numpy"."""
+        with self._lock:
+            return self._refresh().index.kind
 
     def verify(self, name: str, embedding: np.ndarray) -> Match:
         """Score ``embedding`` (D,) against speaker ``name``: its score and LLR."""
         name = _check_name(name)
         probe = self._probe(embedding)
-        gallery = self._means()
-        if name not in gallery.index:
-            info = self._info(name)  # raises UnknownSpeakerError when absent
-            self._check_model(name, info.model_id)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT model_id, dim, unit_sum FROM speakers WHERE name = ?", (name,)
+            ).fetchone()
+        if row is None:
+            raise UnknownSpeakerError(f"speaker {name!r} is not enrolled")
+        model_id, dim, blob = row
+        self._check_model(name, model_id)
+        blob = bytes(blob)
+        if _damage(dim, blob, dim):
             raise ValueError(f"speaker {name!r} has a damaged stored model: re-enroll it")
-        self._check_dim(gallery.models, probe)
-        row = gallery.index[name]
-        stats = None if gallery.stats is None else gallery.stats[row : row + 1]
-        score = self.scorer.score(gallery.models[row : row + 1], probe[None], stats)[0, 0]
+        model = _unit_rows(np.frombuffer(blob, dtype=np.float32)[None]).astype(np.float32)
+        self._check_dim(dim, probe)
+        score = self.scorer.score(model, probe[None], self.scorer.norm_stats(model))[0, 0]
         return self.scorer.match(name, score)
 
     def identify(self, embedding: np.ndarray, top: int = 5) -> list[Match]:
@@ -311,22 +357,29 @@ class SpeakerDB:
         if top < 1:
             raise ValueError("top must be at least 1")
         probe = self._probe(embedding)
-        gallery = self._means()
-        names = gallery.names
-        if not names:
-            others = len(self)
-            if others:
-                raise ModelMismatchError(
-                    f"none of the {others} enrolled speakers were enrolled with model "
-                    f"{self.model_id}; " + REENROLL_HOW
-                )
-            raise ValueError("no speakers are enrolled")
-        self._check_dim(gallery.models, probe)
-        scores = self.scorer.score(gallery.models, probe[None], gallery.stats)[:, 0]
-        k = min(top, len(names))
-        best = np.argpartition(-scores, k - 1)[:k] if k < len(names) else np.arange(len(names))
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [self.scorer.match(names[i], scores[i]) for i in best]
+        scorer = self.scorer
+        with self._lock:
+            search = self._refresh()
+            n = search.index.ntotal
+            if not n:
+                others = len(self)
+                if others:
+                    raise ModelMismatchError(
+                        f"none of the {others} enrolled speakers were enrolled with model "
+                        f"{self.model_id}; " + REENROLL_HOW
+                    )
+                raise ValueError("no speakers are enrolled")
+            self._check_dim(search.dim, probe)
+            probe_stats = scorer.norm_stats(probe[None])
+            query, _ = scorer.search_probe(probe[None], probe_stats)
+            _, found = search.index.search(query, min(n, top + RERANK_MARGIN))
+            ids = found[0][found[0] >= 0]
+            models = scorer.search_units(search.index.rows(ids))
+            names = [search.names[int(i)] for i in ids]
+        # The scorer itself scores the candidates: the same numbers verify gives.
+        scores = scorer.score(models, probe[None], scorer.norm_stats(models), probe_stats)[:, 0]
+        best = np.argsort(-scores, kind="stable")[:top]
+        return [scorer.match(names[i], scores[i]) for i in best]
 
     # -- backup ---------------------------------------------------------------------------
 
@@ -348,13 +401,15 @@ class SpeakerDB:
             ).fetchone()[0]
         if others:
             log.warning(
-                "%s: %d speaker(s) enrolled with other models are not exported", self.path, others
+                "%s: %d speaker(s) enrolled with other models are not exported",
+                self.location,
+                others,
             )
         kept = [r for r in rows if not _damage(r[3], r[1], r[3])]
         if len(kept) != len(rows):
             log.warning(
                 "%s: %d damaged embedding(s) (wrong size, non-finite or zero) not exported",
-                self.path,
+                self.location,
                 len(rows) - len(kept),
             )
         dim = kept[0][3] if kept else 0
@@ -416,7 +471,7 @@ class SpeakerDB:
             present = sorted(self._existing(speakers.tolist()))
         if present:
             raise ValueError(
-                f"{path}: {len(present)} of its speakers are already enrolled in {self.path} "
+                f"{path}: {len(present)} of its speakers are already enrolled in {self.location} "
                 f"({', '.join(present[:5])}{', ...' if len(present) > 5 else ''}); remove "
                 "them or import into a new store"
             )
@@ -436,11 +491,9 @@ class SpeakerDB:
         return self.scorer.units(probe)
 
     @staticmethod
-    def _check_dim(matrix: np.ndarray, probe: np.ndarray) -> None:
-        if matrix.shape[1] and matrix.shape[1] != probe.shape[0]:
-            raise ValueError(
-                f"probe has {probe.shape[0]} dims but enrolled speakers have {matrix.shape[1]}"
-            )
+    def _check_dim(dim: int, probe: np.ndarray) -> None:
+        if dim and dim != probe.shape[0]:
+            raise ValueError(f"probe has {probe.shape[0]} dims but enrolled speakers have {dim}")
 
     def _check_model(self, name: str, model_id: str) -> None:
         if model_id != self.model_id:
@@ -466,49 +519,128 @@ class SpeakerDB:
             marks = ",".join("?" * len(chunk))
             query = "SELECT name, model_id, dim, count, unit_sum FROM speakers WHERE name IN "
             for name, model_id, dim, count, unit_sum in self._conn.execute(
-                f"{query}({marks})", chunk
-            ):
-                found[name] = (model_id, dim, count, unit_sum)
+                f"{query}({marks})", tuple(chunk)
+            ).fetchall():
+                found[name] = (model_id, dim, count, bytes(unit_sum))
         return found
 
-    def _means(self) -> _Gallery:
-        """Cached speaker models of this model (damaged rows reported and left out)."""
-        with self._lock:
-            version = self._data_version()
-            if self._cache is not None and self._cache_version == version:
-                return self._cache
-            rows = self._conn.execute(
-                "SELECT name, dim, unit_sum FROM speakers WHERE model_id = ? ORDER BY name",
+    # -- the index ------------------------------------------------------------------------
+
+    def _refresh(self) -> _Search:
+        """The index, brought up to the database's latest commit (call under the lock)."""
+        search = self._search
+        if search is None or not search.dim:
+            return self._rebuild()
+        rows = self._conn.execute(
+            "SELECT version, name FROM changes WHERE version > ? ORDER BY version",
+            (search.version,),
+        ).fetchall()
+        if not rows:
+            return search
+        versions = sorted({int(v) for v, _ in rows})
+        contiguous = versions[0] == search.version + 1 and len(versions) == (
+            versions[-1] - search.version
+        )
+        if not contiguous or any(name is None for _, name in rows):
+            return self._rebuild()  # log pruned past us, or a bulk write
+        self._apply(search, sorted({name for _, name in rows}))
+        search.version = versions[-1]
+        if search.index.stale_for(search.index.ntotal, self.approximate_from):
+            return self._rebuild()
+        return search
+
+    def _apply(self, search: _Search, names: list[str]) -> None:
+        """Update the index in place for the speakers ``names`` (now as stored)."""
+        gone = [search.ids.pop(n) for n in names if n in search.ids]
+        for i in gone:
+            del search.names[i]
+        search.index.remove(np.asarray(gone, dtype=np.int64))
+        stored = self._existing(names)
+        kept, sums = [], []
+        for name in names:
+            if name not in stored or stored[name][0] != self.model_id:
+                continue
+            _, dim, _, blob = stored[name]
+            problem = _damage(dim, blob, search.dim)
+            if problem:
+                log.warning("%s: speaker %r left out: %s", self.location, name, problem)
+                continue
+            kept.append(name)
+            sums.append(np.frombuffer(blob, dtype=np.float32))
+        if not kept:
+            return
+        ids = np.arange(search.next_id, search.next_id + len(kept), dtype=np.int64)
+        search.next_id += len(kept)
+        search.index.add(ids, self._search_rows(np.stack(sums)))
+        for i, name in zip(ids.tolist(), kept, strict=True):
+            search.ids[name], search.names[i] = i, name
+
+    def _search_rows(self, sums: np.ndarray) -> np.ndarray:
+        models = _unit_rows(sums).astype(np.float32)
+        return self.scorer.search_rows(models, self.scorer.norm_stats(models))
+
+    def _rebuild(self) -> _Search:
+        """Read every speaker model of this model from the database; index them afresh."""
+        started = time.perf_counter()
+        conn = self._conn
+        conn.begin(write=False)  # the counter and the rows from one snapshot
+        try:
+            version = int(
+                conn.execute("SELECT value FROM counters WHERE key = 'version'").fetchone()[0]
+            )
+            dims = conn.execute(
+                "SELECT dim, COUNT(*) FROM speakers WHERE model_id = ? GROUP BY dim",
                 (self.model_id,),
             ).fetchall()
-            dims = [r[1] for r in rows]
-            dim = max(set(dims), key=dims.count) if rows else 0
-            names, sums = [], []
-            for name, row_dim, blob in rows:
-                problem = _damage(row_dim, blob, dim)
-                if problem:
-                    log.warning("%s: speaker %r left out: %s", self.path, name, problem)
-                    continue
-                names.append(name)
-                sums.append(np.frombuffer(blob, dtype=np.float32))
-            if sums:
-                models = _unit_rows(np.stack(sums)).astype(np.float32)
-            else:
-                models = np.zeros((0, dim), dtype=np.float32)
-            stats = self.scorer.norm_stats(models) if len(models) else None
-            self._cache = _Gallery(names, {n: i for i, n in enumerate(names)}, models, stats)
-            self._cache_version = version
-            return self._cache
+            dim = max(dims, key=lambda r: (r[1], r[0]))[0] if dims else 0
+            cursor = conn.execute(
+                "SELECT name, dim, unit_sum FROM speakers WHERE model_id = ? ORDER BY name",
+                (self.model_id,),
+            )
+            names: list[str] = []
+            parts: list[np.ndarray] = []
+            while batch := cursor.fetchmany(_FETCH):
+                good = []
+                for name, row_dim, blob in batch:
+                    problem = _damage(row_dim, bytes(blob), dim)
+                    if problem:
+                        log.warning("%s: speaker %r left out: %s", self.location, name, problem)
+                        continue
+                    good.append((name, bytes(blob)))
+                if good:
+                    names += [name for name, _ in good]
+                    flat = np.frombuffer(b"".join(blob for _, blob in good), dtype=np.float32)
+                    parts.append(self._search_rows(flat.reshape(len(good), dim)))
+        finally:
+            conn.commit()
+        width = parts[0].shape[1] if parts else self.scorer.search_width(dim)
+        rows = np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.float32)
+        ids = np.arange(len(names), dtype=np.int64)
+        index = SpeakerIndex.build(rows, ids, self.approximate_from, self.nprobe, dim=width)
+        self._search = _Search(
+            index, version, dim, dict(zip(names, ids.tolist(), strict=True)), dict(enumerate(names))
+        )
+        self._search.next_id = len(names)
+        log.info(
+            "%s: %s index of %d speakers built in %.2f s",
+            self.location,
+            index.kind,
+            len(names),
+            time.perf_counter() - started,
+        )
+        return self._search
 
 
 @dataclass
-class _Gallery:
-    """Speaker models of one model: names, name -> row, (S, D) unit rows, AS-norm stats."""
+class _Search:
+    """The index of one model's speakers and what maps its ids to names."""
 
-    names: list[str]
-    index: dict[str, int]
-    models: np.ndarray
-    stats: np.ndarray | None
+    index: SpeakerIndex
+    version: int  # the change counter it reflects
+    dim: int  # the embedding dimension (0: nothing indexed yet)
+    ids: dict[str, int]
+    names: dict[int, str]
+    next_id: int = field(default=0)
 
 
 def _damage(dim: int, blob: bytes, expected_dim: int) -> str:
@@ -524,18 +656,48 @@ def _damage(dim: int, blob: bytes, expected_dim: int) -> str:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) under the store's lock."""
+    """One write transaction under the store's lock: it bumps the change counter first
+    (serialising writers: the counter's order is the commit order) and, through
+    :meth:`changed`, logs the speakers it touched; ``ROLLBACK`` on error."""
 
     def __init__(self, db: SpeakerDB) -> None:
         self.db = db
+        self.version = 0
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _Transaction:
         self.db._lock.acquire()
-        self.db._conn.execute("BEGIN IMMEDIATE")
+        conn = self.db._conn
+        try:
+            conn.begin(write=True)
+            conn.execute("UPDATE counters SET value = value + 1 WHERE key = 'version'")
+            row = conn.execute("SELECT value FROM counters WHERE key = 'version'").fetchone()
+            self.version = int(row[0])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            self.db._lock.release()
+            raise
+        return self
+
+    def changed(self, names: Sequence[str], added: int) -> None:
+        """Log ``names`` as changed by this transaction; ``added`` speakers more (or fewer)."""
+        conn = self.db._conn
+        rows = [(self.version, n) for n in names] if len(names) <= CHANGE_LOG_NAMES else []
+        conn.executemany(
+            "INSERT INTO changes(version, name) VALUES (?, ?)", rows or [(self.version, None)]
+        )
+        conn.execute("DELETE FROM changes WHERE version <= ?", (self.version - CHANGE_LOG_KEEP,))
+        if added:
+            conn.execute(
+                "UPDATE counters SET value = value + ? WHERE key = 'speakers'", (int(added),)
+            )
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         try:
-            self.db._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type:
+                self.db._conn.rollback()
+            else:
+                self.db._conn.commit()
         finally:
             self.db._lock.release()
 
