@@ -33,11 +33,12 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from voiceprint.scoring import Backend, Decision
+
+if TYPE_CHECKING:
+    import torch
 
 CHECKPOINT_FORMAT = 1
 
@@ -45,6 +46,8 @@ CHECKPOINT_FORMAT = 1
 def model_id_of(state: dict[str, torch.Tensor], backend: Backend | None = None) -> str:
     """A short, stable id: sha1 over the weights' names and float32 values and, when
     given, the back-end's mean and cohort (what the scores of stored embeddings use)."""
+    import torch
+
     digest = hashlib.sha1()
     for name in sorted(state):
         digest.update(name.encode())
@@ -64,6 +67,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
     A kill during the write leaves the previous file as it was.
     """
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(payload)
@@ -86,6 +91,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises FileNotFoundError for a missing file and ValueError naming the file for one
     that is not a voiceprint checkpoint or holds objects other than plain data.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")

@@ -10,7 +10,8 @@ Features are rebuilt from the checkpoint's own settings, so training, evaluation
 serving compute them the same way. The model's scorer (``embedder.scorer``: back-end,
 calibration, decision) comes from the same file. An ONNX file (``voiceprint export``)
 holds front-end and encoder in one graph and runs on onnxruntime (:class:`OnnxEmbedder`)
-without torch doing any work.
+without importing torch: this module, the scorer, the VAD and audio loading need only
+numpy, soundfile, soxr and onnxruntime; torch is imported when a checkpoint is loaded.
 """
 
 from __future__ import annotations
@@ -18,18 +19,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from voiceprint import audio
 from voiceprint.artifact import backend_of, load_checkpoint, parse_onnx_metadata
 from voiceprint.config import ExperimentConfig, from_dict
-from voiceprint.features import build_frontend
-from voiceprint.models import build_model
 from voiceprint.scoring import Backend, Decision, Scorer
+
+if TYPE_CHECKING:
+    from voiceprint.encoder import SpeakerEncoder
 
 log = logging.getLogger(__name__)
 
@@ -46,29 +47,6 @@ MIN_SPEECH_SECONDS = 1.0
 # Waves longer than this are embedded as windows of this length whose embeddings are
 # averaged (weighted by duration), so memory stays bounded for hour-long recordings.
 WINDOW_SECONDS = 30.0
-
-
-class SpeakerEncoder(torch.nn.Module):
-    """Front-end + encoder in one module: waveform (B, N) [+ lengths] -> embeddings (B, D)."""
-
-    def __init__(self, frontend: torch.nn.Module, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.frontend = frontend
-        self.model = model
-
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        feats = self.frontend(wave, lengths)
-        frames = None if lengths is None else self.frontend.num_frames(lengths)
-        return self.model(feats, frames)
-
-
-def min_samples_of(encoder: SpeakerEncoder) -> int:
-    """Shortest input (samples) that gives the encoder enough frames (``min_frames``)."""
-    frames = int(getattr(encoder.model, "min_frames", 1))
-    frontend = encoder.frontend
-    win = int(getattr(frontend, "win_length", 0))
-    hop = int(getattr(frontend, "hop_length", 0))
-    return win + max(frames - 1, 0) * hop
 
 
 class Embedder:
@@ -89,6 +67,8 @@ class Embedder:
         evaluation: dict[str, Any] | None = None,
         vad: bool = False,
     ) -> None:
+        from voiceprint.encoder import min_samples_of
+
         self.encoder = encoder.to(device).eval()
         self.sample_rate = sample_rate
         self.model_id = model_id
@@ -109,6 +89,10 @@ class Embedder:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Embedder:
         """Rebuild front-end and encoder from a checkpoint alone."""
+        from voiceprint.encoder import SpeakerEncoder
+        from voiceprint.features import build_frontend
+        from voiceprint.models import build_model
+
         payload = load_checkpoint(path)
         config = from_dict(payload["config"])
         frontend = build_frontend(config.features)
@@ -181,12 +165,14 @@ class Embedder:
     speech_check = True
     refuse_no_speech = True
 
-    @torch.inference_mode()
     def _run(self, batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Zero-padded waves (B, N) float32 + valid samples (B,) int64 -> (B, D) float32."""
-        wave = torch.from_numpy(batch).to(self.device)
-        out = self.encoder(wave, torch.from_numpy(lengths).to(self.device))
-        return out.float().cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            wave = torch.from_numpy(batch).to(self.device)
+            out = self.encoder(wave, torch.from_numpy(lengths).to(self.device))
+            return out.float().cpu().numpy()
 
     def _run_padded(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         lengths = np.array([len(w) for w in waves], dtype=np.int64)
@@ -367,3 +353,12 @@ def load_embedder(path: str | Path, *, threads: int = 2, device: str = "cpu") ->
     if path.suffix.lower() == ".onnx":
         return OnnxEmbedder(path, threads=threads)
     return Embedder.from_checkpoint(path, device=device)
+
+
+def __getattr__(name: str) -> Any:
+    """``SpeakerEncoder`` and ``min_samples_of`` live in :mod:`voiceprint.encoder` (torch)."""
+    if name in ("SpeakerEncoder", "min_samples_of"):
+        from voiceprint import encoder
+
+        return getattr(encoder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,10 +36,10 @@ from voiceprint.artifact import onnx_metadata
 from voiceprint.embedder import (
     Embedder,
     OnnxEmbedder,
-    SpeakerEncoder,
     find_checkpoint,
     load_embedder,
 )
+from voiceprint.encoder import SpeakerEncoder
 
 EXPORT_FORMAT = 1
 
