@@ -88,9 +88,11 @@ def test_kaldi_dir_errors(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="no wav.scp"):
         read_kaldi_dir(tmp_path)
     (tmp_path / "wav.scp").write_text("u1 /a.wav\nu2 sox x.wav -t wav - |\n")
-    (tmp_path / "utt2spk").write_text("u1 s1\nu2 s1\n")
-    with pytest.raises(CorpusError, match="pipe"):
+    (tmp_path / "utt2spk").write_text("u1 s1\n")
+    with pytest.raises(CorpusError, match="utterance u2 from wav.scp has no speaker"):
         read_kaldi_dir(tmp_path)
+    (tmp_path / "utt2spk").write_text("u1 s1\nu2 s1\n")
+    assert str(read_kaldi_dir(tmp_path)[1].path) == "sox x.wav -t wav - |"  # a command, kept
 
 
 def make_layout(base: Path, speakers: dict[str, int], ext: str = ".wav") -> None:

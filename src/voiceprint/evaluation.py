@@ -56,16 +56,31 @@ def load_test_set(folder: Path, kind: str) -> TestSet:
 
 
 def resolve_test_folder(
-    config: ExperimentConfig, out_dir: Path, root: str | None, data_dir: str | None
+    config: ExperimentConfig,
+    out_dir: Path,
+    root: str | None,
+    data_dir: str | None,
+    trial_list: str | None = None,
 ) -> Path:
-    """The prepared test folder; for another corpus, prepare it under ``out_dir/data``."""
+    """The prepared test folder; for another corpus, prepare it under ``out_dir/data``.
+
+    A VoxCeleb1 or CN-Celeb ``root`` is scored on its official trial list (``trial_list``
+    picks another one, e.g. ``list_test_hard2.txt``); see :mod:`voiceprint.data.official`.
+    """
     if data_dir:
         folder = Path(data_dir)
         if (folder / "trials_pairs").is_file() or (folder / "trials").is_file():
             return folder
         return prepare_test(read_kaldi_dir(folder), config.data, out_dir / "data")
     if root:
-        return prepare_test(scan_split(root, "test"), config.data, out_dir / "data")
+        from voiceprint.data import official
+        from voiceprint.data.aishell import usable_root
+
+        if trial_list or official.detect(root):
+            return official.write_test_folder(
+                root, out_dir / "data", trial_list, config.data.sample_rate
+            )
+        return prepare_test(scan_split(usable_root(root), "test"), config.data, out_dir / "data")
     folder = config.out_dir / "data" / "test"
     if not (folder / "wav.scp").is_file():
         raise CorpusError(f"{folder} is missing: run 'voiceprint prepare' first")
@@ -181,13 +196,15 @@ def evaluate(
     out_dir: str | Path | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
+    trial_list: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model file through its own scorer; returns (and writes) the results.
 
     ``model``: an experiment folder, a checkpoint (.pth) or an ONNX file. The trials are
     the experiment's prepared dev set, or the test split of ``root`` (AISHELL layout), or
     a Kaldi folder ``data_dir`` (with ``trials_pairs``/``trials`` or made by the config's
-    protocol). ``overrides`` change evaluation settings only (``eval.asnorm_top=0``);
+    protocol), or a VoxCeleb1/CN-Celeb ``root``'s official list (``trial_list`` names another
+    one). ``overrides`` change evaluation settings only (``eval.asnorm_top=0``);
     back-end ones refit the back-end from the experiment's lists. On the experiment's own
     dev set with its own back-end, the summary is recorded in the checkpoint, so the
     model (and its ONNX export) carries the figures it was measured at.
@@ -211,11 +228,17 @@ def evaluate(
     refit = any(o.split("=")[0].split(".")[-1] in BACKEND_KEYS for o in overrides or [])
     default_set = root is None and data_dir is None and not overrides and trials is None
     tag = "" if root is None and data_dir is None else Path(root or data_dir or "").name
+    tag += f"_{Path(trial_list).stem}" if trial_list else ""
     tag = "_".join([tag] * bool(tag) + [o.split(".", 1)[1] for o in overrides or []])
     tag = tag or (kind if trials else "")
     out = _output_folder(model, checkpoint, default_set, tag, out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    test = load_test_set(resolve_test_folder(config, out, root, data_dir), kind)
+    folder = resolve_test_folder(config, out, root, data_dir, trial_list)
+    if kind == "enroll" and not (folder / "trials_enroll").is_file():
+        if trials == "enroll":
+            raise CorpusError(f"{folder} has no enroll trials (trials_enroll + enroll)")
+        kind = "pairs"  # an official list: recording against recording
+    test = load_test_set(folder, kind)
     scorer = refit_backend(embedder, config, progress) if refit else embedder.scorer
     log.info(
         "evaluating %s on %d utterances, %d %s trials (%s)",

@@ -1,5 +1,5 @@
 """Lab stages: ``prepare``, ``train`` (ending with the back-end fit), ``evaluate`` and
-``run`` (all three)."""
+``run`` (all three); corpora as distributed: ``download`` and ``lists``."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def _add_config_args(parser: argparse.ArgumentParser, root: bool = True) -> None
     if root:
         parser.add_argument(
             "--root",
-            help="corpus root in AISHELL-1 layout (overrides data.root); "
+            help="corpus root (overrides data.root): AISHELL-1 layout, the folder holding "
+            "data_aishell.tgz + resource_aishell.tgz (unpacked first), VoxCeleb1 or CN-Celeb; "
             "without one, a synthetic corpus is made",
         )
     parser.add_argument(
@@ -83,6 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         overrides=args.overrides,
         progress=not args.quiet,
+        trial_list=args.trial_list,
     )
     print(
         json.dumps(
@@ -101,6 +103,58 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             },
             indent=2,
         )
+    )
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from voiceprint.data import aishell
+
+    checksums: dict[str, str | None] = {}
+    for text in args.checksum:
+        name, sep, digest = text.partition("=")
+        if not sep or name not in aishell.CHECKSUMS:
+            raise ValueError(
+                f"--checksum takes NAME=DIGEST with NAME one of {', '.join(aishell.CHECKSUMS)}"
+            )
+        checksums[name] = digest
+    if args.no_checksum:
+        checksums = dict.fromkeys(aishell.CHECKSUMS)
+    data = aishell.download(
+        Path(args.dir),
+        args.url or aishell.OPENSLR_URL,
+        checksums=checksums,
+        keep_archives=args.keep_archives,
+        progress=not args.quiet,
+    )
+    print(f"AISHELL-1: {data} (use --root {data})")
+    return 0
+
+
+def cmd_lists(args: argparse.Namespace) -> int:
+    from voiceprint.data import official
+    from voiceprint.data.aishell import usable_root
+    from voiceprint.data.corpus import scan_split, write_kaldi_dir
+
+    root = usable_root(args.root, progress=not args.quiet)
+    layout = args.layout or official.detect(root) or "aishell"
+    out = Path(args.out)
+    if args.part == "test":
+        if layout == "aishell":
+            raise ValueError("AISHELL-1 has no official trial list: 'voiceprint prepare' makes one")
+        folder = official.write_test_folder(root, out, args.trial_list)
+        print(f"test lists + trials: {folder} (voiceprint evaluate --data {folder})")
+        return 0
+    utts = (
+        scan_split(root, "train")
+        if layout == "aishell"
+        else official.training_utterances(root, layout)
+    )
+    folder = write_kaldi_dir(out, utts)
+    speakers = len({u.speaker for u in utts})
+    print(
+        f"{layout} training lists: {folder}, {len(utts)} utterances of {speakers} speakers "
+        f"(train on them with data.kaldi_dir={folder})"
     )
     return 0
 
@@ -145,7 +199,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="experiment folder exp/<name>, checkpoint (.pth) or ONNX file (default: the "
         "packaged default model)",
     )
-    p.add_argument("--root", help="score on this corpus' test speakers instead")
+    p.add_argument(
+        "--root",
+        help="score on this corpus' test speakers instead (VoxCeleb1, CN-Celeb: on its "
+        "official trial list)",
+    )
+    p.add_argument(
+        "--trial-list",
+        help="official trial list for --root, a path or a name looked up in the root "
+        "(default: veri_test2.txt for VoxCeleb1, eval/lists/trials.lst for CN-Celeb)",
+    )
     p.add_argument("--data", help="score on this Kaldi data folder instead")
     p.add_argument("--out", help="output folder (default: beside the model)")
     p.add_argument("--trials", choices=("pairs", "enroll"), help="trial list (default: config)")
@@ -157,6 +220,47 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="back-end settings, e.g. eval.asnorm_top=100 eval.mean_subtract=true",
     )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "download",
+        help="fetch (resumable, MD5-checked) and unpack AISHELL-1 as openslr ships it",
+        description="Downloads data_aishell.tgz and resource_aishell.tgz into DIR (resuming "
+        "partial files, verifying openslr's MD5s) and unpacks them and every per-speaker "
+        "archive, as Kaldi's download_and_untar.sh does.",
+    )
+    p.add_argument("corpus", choices=("aishell",), help="the corpus")
+    p.add_argument("dir", help="folder for the archives and the unpacked corpus")
+    p.add_argument(
+        "--url",
+        help="base URL holding both archives (http(s):// or file://; default: openslr's "
+        "SLR33); archives already in DIR are verified and kept",
+    )
+    p.add_argument(
+        "--checksum",
+        action="append",
+        default=[],
+        metavar="NAME=DIGEST",
+        help="expected md5:<hex> or sha256:<hex> of an archive (default: openslr's MD5s)",
+    )
+    p.add_argument("--no-checksum", action="store_true", help="do not verify the downloads")
+    p.add_argument("--keep-archives", action="store_true", help="keep the per-speaker archives")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser(
+        "lists",
+        help="Kaldi lists of a corpus as distributed (VoxCeleb1/2, CN-Celeb, AISHELL-1)",
+        description="Writes wav.scp, utt2spk and spk2utt of a corpus' training part (for "
+        "data.kaldi_dir), or of its official test part with its trial list as 'trials' "
+        "(for 'voiceprint evaluate --data').",
+    )
+    p.add_argument("root", help="the corpus folder")
+    p.add_argument("--out", required=True, help="output Kaldi data folder")
+    p.add_argument("--layout", choices=("aishell", "voxceleb1", "voxceleb2", "cnceleb"))
+    p.add_argument("--part", choices=("train", "test"), default="train")
+    p.add_argument("--trial-list", help="official trial list for --part test")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_lists)
 
     p = sub.add_parser("run", help="prepare + train + evaluate in one go")
     _add_config_args(p)

@@ -141,7 +141,9 @@ def extract(root: str | Path, *, keep_archives: bool = False, progress: bool = T
 
     for archive in tqdm(inner, desc="speaker archives", unit="spk", disable=not progress):
         _extract_speaker(archive, wav, keep_archives)
-    present = {p.name for split in SPLITS if (wav / split).is_dir() for p in (wav / split).iterdir()}
+    present = {
+        p.name for split in SPLITS if (wav / split).is_dir() for p in (wav / split).iterdir()
+    }
     absent = sorted(set(speakers) - present)
     if absent:
         shown = ", ".join(f"wav/{s}.tar.gz" for s in absent[:5])
@@ -152,8 +154,12 @@ def extract(root: str | Path, *, keep_archives: bool = False, progress: bool = T
         )
     unlisted = sorted(present - set(speakers))
     if unlisted:
-        log.warning("%s: %d speaker(s) not in speaker.info, e.g. %s", wav, len(unlisted), unlisted[0])
-    counts = {split: len(list((wav / split).iterdir())) for split in SPLITS if (wav / split).is_dir()}
+        log.warning(
+            "%s: %d speaker(s) not in speaker.info, e.g. %s", wav, len(unlisted), unlisted[0]
+        )
+    counts = {
+        split: len(list((wav / split).iterdir())) for split in SPLITS if (wav / split).is_dir()
+    }
     (data / DONE).write_text(json.dumps({"speakers": counts}), encoding="utf-8")
     log.info("AISHELL-1 unpacked in %s: speakers per split %s", data, counts)
     return data
@@ -183,9 +189,8 @@ def _extract_outer(archive: Path, folder: Path, top: str, required: str) -> None
 def _extract_speaker(archive: Path, wav: Path, keep: bool) -> None:
     """Unpack ``wav/<spk>.tar.gz`` (``<split>/<spk>/*.wav``) into ``wav/<split>/<spk>/``."""
     spk = archive.name.removesuffix(".tar.gz")
-    tar, members = fetch.open_tar(archive)
-    with tar:
-        fetch.check_members(archive, members)
+    members = fetch.list_members(archive)
+    fetch.check_members(archive, members)
     files = [m for m in members if m.isfile()]
     if not files:
         raise CorpusError(f"{archive} holds no audio for speaker {spk}")

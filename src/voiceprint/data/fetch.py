@@ -105,8 +105,7 @@ def download(
     except ChecksumError as err:
         part.unlink()
         raise ChecksumError(
-            f"{err} (downloaded from {url}; the download was removed, run again to fetch "
-            "it anew)"
+            f"{err} (downloaded from {url}; the download was removed, run again to fetch it anew)"
         ) from None
     part.replace(dest)
     return dest
@@ -188,31 +187,36 @@ def check_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
             raise UnsafeArchiveError(f"{where} is a device or FIFO; refusing to extract")
 
 
-def open_tar(archive: Path) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
-    """Open a tar archive and list its members; a broken one raises CorpusError naming it."""
+def list_members(archive: Path) -> list[tarfile.TarInfo]:
+    """The members of a tar archive; a missing or broken one raises CorpusError naming it."""
     if not archive.is_file():
         raise CorpusError(f"archive {archive} does not exist")
     try:
-        tar = tarfile.open(archive)
-        return tar, tar.getmembers()
+        with tarfile.open(archive) as tar:
+            return tar.getmembers()
     except (tarfile.TarError, EOFError, OSError) as err:
         raise CorpusError(f"{archive}: not a readable tar archive, or truncated ({err})") from err
 
 
 def safe_extract(archive: str | Path, dest: str | Path) -> list[tarfile.TarInfo]:
-    """Extract ``archive`` into ``dest`` after :func:`check_members`; returns the members."""
+    """Extract ``archive`` into ``dest`` after :func:`check_members`; returns the members.
+
+    The archive is read once: its member list, then the extraction.
+    """
     archive, dest = Path(archive), Path(dest)
-    tar, members = open_tar(archive)
-    with tar:
-        check_members(archive, members)
-        dest.mkdir(parents=True, exist_ok=True)
-        try:
+    if not archive.is_file():
+        raise CorpusError(f"archive {archive} does not exist")
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            check_members(archive, members)
+            dest.mkdir(parents=True, exist_ok=True)
             if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: a second guard
                 tar.extractall(dest, members=members, filter="data")
             else:  # pragma: no cover - older Pythons; check_members has run
                 tar.extractall(dest, members=members)
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise CorpusError(f"{archive}: extraction into {dest} failed ({err})") from err
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise CorpusError(f"{archive}: not a readable tar archive, or truncated ({err})") from err
     return members
 
 

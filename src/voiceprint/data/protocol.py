@@ -195,7 +195,9 @@ class Prepared:
 def corpus_root(data: DataConfig, progress: bool = True) -> Path:
     """The configured root, or the package's synthetic corpus (built on first use)."""
     if data.root:
-        return Path(data.root).expanduser()
+        from voiceprint.data.aishell import usable_root
+
+        return usable_root(data.root, progress)  # AISHELL-1's archives are unpacked first
     from voiceprint.synth import synthesize_corpus
 
     folder = Path(data.cache_dir) / (
@@ -231,6 +233,16 @@ def prepare_test(utts: list[Utterance], data: DataConfig, out_dir: Path) -> Path
     return out_dir
 
 
+def prepare_official_or_lab_test(root: Path, data: DataConfig, out_dir: Path) -> Path:
+    """The test lists of ``root``: its official trial list (VoxCeleb1, CN-Celeb) or the
+    lab protocol over its ``wav/test`` split."""
+    from voiceprint.data import official
+
+    if official.detect(root) in ("voxceleb1", "cnceleb"):
+        return official.write_test_folder(root, out_dir, sample_rate=data.sample_rate)
+    return prepare_test(scan_split(root, "test"), data, out_dir)
+
+
 def dev_root(data: DataConfig) -> Path | None:
     """The root whose test split is the experiment's dev set (``data.dev_corpus``)."""
     if not data.corpora:
@@ -247,8 +259,10 @@ def prepare(config: ExperimentConfig, progress: bool = True) -> Prepared:
     """Apply the protocol and write ``exp/<name>/data/{train,calibration,test}``.
 
     Training data comes from ``data.kaldi_dir`` when set, else from the train splits of
-    ``data.corpora`` (ids prefixed per corpus), else from ``<root>/wav/train``; test data
-    from the dev corpus' (or the root's) ``wav/test``. ``data.heldout_share`` of the
+    ``data.corpora`` (ids prefixed per corpus), else from ``<root>/wav/train`` (or the
+    training part of a VoxCeleb/CN-Celeb root); test data from the dev corpus' (or the
+    root's) ``wav/test``, or the root's official trial list. AISHELL-1 archives as openslr
+    ships them are unpacked first (:mod:`voiceprint.data.aishell`). ``data.heldout_share`` of the
     selected training speakers go to ``calibration/`` instead of ``train/``.
     """
     data = config.data
@@ -257,15 +271,22 @@ def prepare(config: ExperimentConfig, progress: bool = True) -> Prepared:
         train_pool = read_kaldi_dir(data.kaldi_dir)
         root = dev_root(data)
     elif data.corpora:
+        from voiceprint.data.aishell import usable_root
+
         train_pool = [
             u
             for name, corpus in data.corpora.items()
-            for u in prefixed(scan_split(corpus, "train"), name)
+            for u in prefixed(scan_split(usable_root(corpus, progress), "train"), name)
         ]
         root = dev_root(data)
     else:
+        from voiceprint.data import official
+
         root = corpus_root(data, progress)
-        train_pool = scan_split(root, "train")
+        layout = official.detect(root)
+        train_pool = (
+            official.training_utterances(root, layout) if layout else scan_split(root, "train")
+        )
     train = select(train_pool, data.train_speakers, data.train_utts, data.seed, "train")
     train, heldout = hold_out(train, data.heldout_share, data.seed + 2, list(data.corpora))
     write_kaldi_dir(out / "train", train)
@@ -277,7 +298,7 @@ def prepare(config: ExperimentConfig, progress: bool = True) -> Prepared:
         shutil.rmtree(out / "calibration")  # a stale split from an earlier prepare
     if root is None:
         raise CorpusError("data.kaldi_dir is set but no data.root gives the test speakers")
-    prepare_test(scan_split(root, "test"), data, out / "test")
+    prepare_official_or_lab_test(root, data, out / "test")
     (out / SETTINGS_FILE).write_text(json.dumps(_settings(config), indent=2), "utf-8")
     log.info("wrote Kaldi lists and trials to %s", out)
     return Prepared(out / "train", out / "test")
