@@ -96,7 +96,9 @@ def _load_command(command: str, utt: str, sample_rate: int, min_seconds: float) 
         tail = stderr[-500:] or "(nothing on stderr)"
         raise AudioError(f"{name}: exited with status {done.returncode}: {tail}")
     if not done.stdout:
-        raise AudioError(f"{name}: wrote no audio to stdout{f' ({stderr[-300:]})' if stderr else ''}")
+        raise AudioError(
+            f"{name}: wrote no audio to stdout{f' ({stderr[-300:]})' if stderr else ''}"
+        )
     return decode_bytes(done.stdout, sample_rate, name=name, min_seconds=min_seconds)
 
 
