@@ -2,6 +2,7 @@
 
 Lab stages (``cli.lab``): prepare, train, evaluate, run.
 Using a model (``cli.use``): enroll, verify, identify, compare, speakers, export, serve.
+Who spoke when (``cli.diarize``): diarize, evaluate-diarization.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from voiceprint.cli import lab, use
+from voiceprint.cli import diarize, lab, use
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     lab.add_parsers(sub)
     use.add_parsers(sub)
+    diarize.add_parsers(sub)
     return parser
 
 

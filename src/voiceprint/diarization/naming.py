@@ -2,11 +2,11 @@
 
 Each cluster's voice is the mean of its windows' embeddings (D,); the store
 (:class:`voiceprint.store.SpeakerDB`) scores it against every enrolled speaker with the
-model's scorer, and the best match names the cluster when the model's decision, made
-open-set for the store's size (:meth:`Decision.for_gallery`), accepts its LLR. Two
-clusters that the decision gives the same name are one speaker split in two: they are
-joined (``join_same_name``). Clusters without a name are ``unknown-1``, ``unknown-2``...
-in order of first appearance.
+model's scorer, and the best match names the cluster when the model's decision (at the
+prior ``NAMING_PRIOR`` of a voice being enrolled), made open-set for the store's size
+(:meth:`Decision.for_gallery`), accepts its LLR. Two clusters that the decision gives the
+same name are one speaker split in two: they are joined (``join_same_name``). Clusters
+without a name are ``unknown-1``, ``unknown-2``... in order of first appearance.
 """
 
 from __future__ import annotations
@@ -19,6 +19,19 @@ import numpy as np
 from voiceprint.scoring import Decision
 
 UNKNOWN = "unknown"
+
+# Prior that a speaker found in a recording is one of the enrolled speakers (spread over
+# them by Decision.for_gallery). The model's stored decision is for verification (Bayes
+# at P_target 0.01); in a conversation a voice is about as likely enrolled as not.
+NAMING_PRIOR = 0.5
+
+
+def naming_decision(decision: Decision | None, calibrated: bool) -> Decision | None:
+    """The decision for naming clusters: the model's, at prior ``NAMING_PRIOR`` when its
+    scores are calibrated LLRs (kept as it is otherwise)."""
+    if decision is None or not calibrated:
+        return decision
+    return decision.at_prior(NAMING_PRIOR)
 
 
 @dataclass(frozen=True)

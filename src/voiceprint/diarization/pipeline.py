@@ -20,7 +20,7 @@ import numpy as np
 
 from voiceprint.diarization import clustering, refine, windows
 from voiceprint.diarization.embed import embed_windows
-from voiceprint.diarization.naming import ClusterName, name_clusters
+from voiceprint.diarization.naming import ClusterName, name_clusters, naming_decision
 from voiceprint.diarization.segments import (
     Segment,
     segments_to_json,
@@ -94,13 +94,28 @@ class Diarization:
         return paths
 
 
+@dataclass
+class WindowEmbeddings:
+    """What stages 1-3 found in one recording: speech ``regions`` (R, 2) and ``windows``
+    (W, 2) in samples at ``sample_rate``, window ``embeddings`` (W, D), the recording's
+    length ``num_samples`` and the seconds each stage took."""
+
+    file_id: str
+    sample_rate: int
+    num_samples: int
+    regions: np.ndarray
+    windows: np.ndarray
+    embeddings: np.ndarray
+    timings: dict[str, float]
+
+
 class Diarizer:
     """Speaker diarization with one model (and optionally a speaker store to name voices).
 
     ``embedder`` is anything with the embedder's public API (``embed_batch``,
     ``sample_rate``, ``min_samples``, ``scorer``, ``decision``). ``decision`` overrides
-    the model's for naming. Window and clustering settings default to the module
-    constants (tuned on simulated so762 dev conversations).
+    the one naming uses (the model's at ``naming.NAMING_PRIOR``). Window and clustering
+    settings default to the module constants (tuned on simulated so762 dev conversations).
     """
 
     def __init__(
@@ -119,7 +134,9 @@ class Diarizer:
     ) -> None:
         self.embedder = embedder
         self.db = db
-        self.decision = decision or embedder.decision
+        self.decision = decision or naming_decision(
+            embedder.decision, bool(embedder.scorer.calibrated)
+        )
         self.method = method
         self.stop_llr = stop_llr
         self.window = window
@@ -139,30 +156,53 @@ class Diarizer:
         progress: bool = False,
     ) -> Diarization:
         """Diarize a file path, a 16 kHz float32 wave (N,) or a source."""
+        found = self.embed(audio, file_id=file_id, progress=progress)
+        return self.label(
+            found, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers
+        )
+
+    def embed(
+        self,
+        audio: str | Path | np.ndarray | Source,
+        *,
+        file_id: str | None = None,
+        progress: bool = False,
+    ) -> WindowEmbeddings:
+        """Stages 1-3: speech regions, windows and their embeddings."""
         rate = int(self.embedder.sample_rate)
         source = audio if hasattr(audio, "blocks") else open_source(audio, rate)  # type: ignore[arg-type]
         if file_id is None:
             file_id = Path(source.name).stem if isinstance(audio, (str, Path)) else "recording"
-        timings: dict[str, float] = {}
         clock = time.perf_counter()
-
         regions = detect_speech(source, threshold=self.sad_threshold)
-        timings["speech"] = time.perf_counter() - clock
+        speech_time = time.perf_counter() - clock
         shortest = max(windows.MIN_WINDOW_SECONDS, self.embedder.min_samples / rate)
         spans = windows.make_windows(
             regions, rate, length=self.window, step=self.step, min_length=shortest
         )
         clock = time.perf_counter()
         emb = embed_windows(self.embedder, source, spans, progress=progress)
-        timings["embedding"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        num_samples = source.num_samples
+        timings = {"speech": speech_time, "embedding": time.perf_counter() - clock}
+        return WindowEmbeddings(file_id, rate, source.num_samples, regions, spans, emb, timings)
+
+    def label(
+        self,
+        found: WindowEmbeddings,
+        *,
+        num_speakers: int | None = None,
+        min_speakers: int = 1,
+        max_speakers: int | None = None,
+    ) -> Diarization:
+        """Stages 4-6: clusters, frame-level turns and names, from :meth:`embed`'s output."""
+        timings = dict(found.timings)
+        rate, num_samples = found.sample_rate, found.num_samples
         duration = num_samples / rate
-        if len(spans) == 0:
+        if len(found.windows) == 0:
             timings["clustering"] = timings["naming"] = 0.0
-            return Diarization(file_id, duration, [], [], timings)
+            return Diarization(found.file_id, duration, [], [], timings)
+        clock = time.perf_counter()
         labels = clustering.cluster(
-            emb,
+            found.embeddings,
             self.embedder.scorer,
             method=self.method,
             num_speakers=num_speakers,
@@ -173,8 +213,8 @@ class Diarizer:
         )
         timings["clustering"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        labels, names = name_clusters(emb, labels, self.db, self.decision)
-        frames = refine.frame_labels(spans, labels, regions, num_samples, rate)
+        labels, names = name_clusters(found.embeddings, labels, self.db, self.decision)
+        frames = refine.frame_labels(found.windows, labels, found.regions, num_samples, rate)
         frames = refine.smooth_turns(frames, int(round(self.min_turn / refine.FRAME_SECONDS)))
         segments = [
             Segment(
@@ -185,4 +225,4 @@ class Diarizer:
         present = {s.speaker for s in segments}
         speakers = [n for n in names if n.speaker in present]
         timings["naming"] = time.perf_counter() - clock
-        return Diarization(file_id, duration, segments, speakers, timings)
+        return Diarization(found.file_id, duration, segments, speakers, timings)
