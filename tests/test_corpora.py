@@ -393,6 +393,7 @@ def make_voxceleb1(root: Path) -> list[str]:
     return names
 
 
+@pytest.mark.slow  # runs `evaluate` with the packaged model
 def test_voxceleb1_official_trials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "voxceleb1"
     make_voxceleb1(root)
@@ -427,6 +428,14 @@ def test_voxceleb1_official_trials(tmp_path: Path, capsys: pytest.CaptureFixture
     results = json.loads((out / "results.json").read_text())
     assert (results["n_target"], results["n_nontarget"], results["n_utterances"]) == (3, 3, 10)
     assert len((out / "scores.txt").read_text().splitlines()) == 6
+
+    # `prepare --root`: the dev speakers train, the official list is the dev set
+    exp_dir = tmp_path / "exp"
+    args = ["prepare", "--root", str(root), f"exp_dir={exp_dir}", "data.train_utts=0", "--quiet"]
+    assert main(args) == 0
+    data = load_config(None, [f"exp_dir={exp_dir}"]).out_dir / "data"
+    assert {u.speaker for u in read_kaldi_dir(data / "train")} == {"id10001"}
+    assert read_trials(data / "test" / "trials") == trials
 
     # another official list by name; a list naming absent files says so
     (root / "list_test_hard2.txt").write_text(lines[0] + "\n1 id10270/nope/00001.wav x/y/1.wav\n")
@@ -529,6 +538,7 @@ def _mk(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # runs `evaluate` with the packaged model
 def test_cnceleb_official_trials(tmp_path: Path) -> None:
     root = tmp_path / "CN-Celeb_flac"
     make_cnceleb(root)

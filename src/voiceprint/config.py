@@ -25,7 +25,9 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the corpus is and which part of it the protocol takes."""
 
-    root: str | None = None  # AISHELL-1 layout root (data_aishell/ or the folder above wav/)
+    # AISHELL-1 layout root (data_aishell/ or the folder above wav/; or the folder holding
+    # data_aishell.tgz + resource_aishell.tgz, unpacked first), or VoxCeleb1 / CN-Celeb
+    root: str | None = None
     # Several corpora at once: name -> AISHELL-layout root. Speaker and utterance ids get
     # the prefix "<name>-" so that corpora never share a speaker; replaces ``root``.
     corpora: dict[str, str] = field(default_factory=dict)
