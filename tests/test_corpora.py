@@ -268,12 +268,14 @@ class RangeServer:
         self.payload = payload
         self.ranges: list[str | None] = []
         self.cut_after: int | None = None  # send this many body bytes, then drop the line
+        self.honour_range = True
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 asked = self.headers.get("Range")
                 server.ranges.append(asked)
+                asked = asked if server.honour_range else None
                 start = int(asked.split("=")[1].split("-")[0]) if asked else 0
                 body = server.payload[start:]
                 self.send_response(206 if asked else 200)
@@ -320,6 +322,17 @@ def test_download_resumes_after_an_interruption(served: RangeServer, tmp_path: P
     assert dest.read_bytes() == served.payload and not part.exists()
     fetch.download(served.url, dest, checksum=sha, progress=False)  # present: verified, kept
     assert len(served.ranges) == 2
+
+
+def test_download_restarts_when_the_server_ignores_ranges(
+    served: RangeServer, tmp_path: Path
+) -> None:
+    served.honour_range = False
+    dest = tmp_path / "data_aishell.tgz"
+    (tmp_path / "data_aishell.tgz.part").write_bytes(b"stale bytes from another file")
+    md5 = hashlib.md5(served.payload).hexdigest()
+    fetch.download(served.url, dest, checksum=md5, progress=False)
+    assert served.ranges[0] is not None and dest.read_bytes() == served.payload
 
 
 def test_download_checksum_mismatch_is_an_error(served: RangeServer, tmp_path: Path) -> None:

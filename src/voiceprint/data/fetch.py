@@ -15,6 +15,7 @@ anything is written.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import shutil
 import tarfile
@@ -147,7 +148,7 @@ def _fetch_http(url: str, part: Path, offset: int, progress: bool, timeout: floa
         with part.open("ab" if resumed else "wb") as out:
             try:
                 _pump(response, out, offset, total, part.name, progress)
-            except OSError as err:
+            except (OSError, http.client.HTTPException) as err:
                 raise DownloadError(
                     f"{url}: download interrupted at {out.tell()} bytes ({err}); run again "
                     f"to resume from {part}"
