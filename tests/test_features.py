@@ -190,3 +190,22 @@ def test_half_precision_input_and_device() -> None:
     if torch.cuda.is_available():
         on_gpu = frontend.cuda()(wave.cuda(), torch.tensor([4000, 3000]).cuda()).cpu()
         torch.testing.assert_close(on_gpu[0], reference[0], atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("kind", [Fbank, MFCC])
+@pytest.mark.parametrize("n_fft", [400, 512])
+def test_dft_basis_spectrum_equals_the_fft(kind: type[Fbank], n_fft: int) -> None:
+    """The convolution the ONNX export runs gives the FFT's log-Mel energies."""
+    torch.manual_seed(1)
+    fe = kind(n_fft=n_fft)
+    wave = 0.1 * torch.randn(2, 16000)
+    wave[1] *= 1e-3  # quiet speech: the log amplifies small differences most
+    reference = fe.log_mel(wave)
+    basis = fe.log_mel(wave, spectrum="basis")
+    assert basis.shape == reference.shape == (2, fe.num_frames(16000), fe.n_mels)
+    torch.testing.assert_close(basis, reference, atol=2e-3, rtol=0)
+    # a pure tone's energy lands in the same Mel filter both ways
+    tone = torch.sin(2 * math.pi * 1000.0 * torch.arange(8000) / 16000)[None]
+    assert fe.log_mel(tone, spectrum="basis").mean(1).argmax() == fe.log_mel(tone).mean(1).argmax()
+    with pytest.raises(ValueError, match="spectrum"):
+        fe.log_mel(wave, spectrum="dft")

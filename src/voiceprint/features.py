@@ -128,6 +128,17 @@ class Fbank(nn.Module):
             mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max).float(),
             persistent=False,
         )
+        self.register_buffer("dft_basis", self._dft_basis(window), persistent=False)
+
+    def _dft_basis(self, window: Tensor) -> Tensor:
+        """Windowed real-DFT basis as conv1d weights, float32 (2 * (n_fft // 2 + 1), 1, win):
+        cosines then negative sines, so a frame's dot products are rfft's real and
+        imaginary parts (the zero padding to ``n_fft`` contributes nothing)."""
+        n = torch.arange(self.win_length, dtype=torch.float64)
+        k = torch.arange(self.n_fft // 2 + 1, dtype=torch.float64)
+        angle = 2.0 * math.pi / self.n_fft * k[:, None] * n[None, :]
+        basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window[None, :]
+        return basis[:, None, :].float()
 
     def extra_repr(self) -> str:
         return (
@@ -151,14 +162,29 @@ class Fbank(nn.Module):
             return torch.clamp(frames + 1, min=0)
         return max(0, 1 + (int(num_samples) - self.win_length) // self.hop_length)
 
-    def log_mel(self, wave: Tensor) -> Tensor:
-        """Log-Mel energies (B, T, n_mels) of (B, N) waves, before any normalisation."""
+    def log_mel(self, wave: Tensor, spectrum: str = "fft") -> Tensor:
+        """Log-Mel energies (B, T, n_mels) of (B, N) waves, before any normalisation.
+
+        ``spectrum="fft"`` frames the waves and takes ``rfft`` (the reference);
+        ``"basis"`` computes the same power spectrum as one strided convolution with the
+        windowed DFT basis (float32 rounding apart). The ONNX export uses the latter:
+        onnxruntime runs a convolution several times faster than its DFT operator.
+        """
         if self.preemphasis != 0.0:
             coeff = self.preemph.to(wave.dtype)
             wave = torch.cat([wave[:, :1], wave[:, 1:] - coeff * wave[:, :-1]], dim=1)
-        frames = wave.unfold(1, self.win_length, self.hop_length) * self.window.to(wave.dtype)
-        spectrum = torch.fft.rfft(frames, n=self.n_fft)
-        power = spectrum.real.square() + spectrum.imag.square()
+        if spectrum == "basis":
+            bins = self.n_fft // 2 + 1
+            parts = nn.functional.conv1d(
+                wave[:, None, :], self.dft_basis.to(wave.dtype), stride=self.hop_length
+            )  # (B, 2 * bins, T)
+            power = (parts[:, :bins].square() + parts[:, bins:].square()).transpose(1, 2)
+        elif spectrum == "fft":
+            frames = wave.unfold(1, self.win_length, self.hop_length) * self.window.to(wave.dtype)
+            spectrum_ = torch.fft.rfft(frames, n=self.n_fft)
+            power = spectrum_.real.square() + spectrum_.imag.square()
+        else:
+            raise ValueError(f"spectrum must be 'fft' or 'basis', got {spectrum!r}")
         mel = torch.matmul(power, self.mel_fb.to(wave.dtype))
         return torch.log(torch.clamp(mel, min=self.log_floor))
 

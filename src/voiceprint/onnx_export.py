@@ -49,8 +49,9 @@ class ExportableEncoder(nn.Module):
 
     The front-end's own ``forward`` validates ``lengths`` against the data and counts
     frames with Python integers, which a trace with a symbolic time axis cannot follow.
-    This wrapper runs the same pieces (``log_mel``, ``transform``, ``num_frames`` on a
-    tensor, then the front-end's own ``masked_features``) with tensor arithmetic only;
+    This wrapper runs the same pieces (``log_mel`` with its DFT-basis convolution,
+    ``transform``, ``num_frames`` on a tensor, then the front-end's own
+    ``masked_features``) with tensor arithmetic only;
     front-ends without these pieces are called as they are. Outputs are
     the encoder's, which the export test checks against :class:`SpeakerEncoder`.
     """
@@ -66,7 +67,7 @@ class ExportableEncoder(nn.Module):
         valid = fe.num_frames(lengths)
         if not all(hasattr(fe, name) for name in ("log_mel", "transform", "masked_features")):
             return fe(wave, lengths), valid
-        return fe.masked_features(fe.transform(fe.log_mel(wave)), valid), valid
+        return fe.masked_features(fe.transform(fe.log_mel(wave, spectrum="basis")), valid), valid
 
     def forward(self, wave: Tensor, lengths: Tensor) -> Tensor:
         feats, frames = self.features(wave, lengths)
