@@ -42,9 +42,20 @@ def model_path(arg: str | None) -> Path:
     return packaged
 
 
-def db_path(arg: str | None) -> Path:
-    """``--db``, else $VOICEPRINT_DB, else ~/.voiceprint/speakers.db."""
-    return Path(arg or os.environ.get("VOICEPRINT_DB") or DEFAULT_DB).expanduser()
+def db_path(arg: str | None) -> Path | str:
+    """``--db``, else $VOICEPRINT_DB, else ~/.voiceprint/speakers.db: a SQLite path, or a
+    ``postgresql://`` URL as given."""
+    chosen = arg or os.environ.get("VOICEPRINT_DB") or DEFAULT_DB
+    if chosen.startswith(("postgresql://", "postgres://")):
+        return chosen
+    return Path(chosen).expanduser()
+
+
+def db_label(arg: str | None) -> str:
+    """The store of ``--db`` fit to print (a URL's password hidden)."""
+    from voiceprint.store.sql import display_location
+
+    return display_location(db_path(arg))
 
 
 def load_model(arg: str | None) -> Embedder:
@@ -124,7 +135,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         total = db.enroll(args.name, embeddings, sources=[str(f) for f in args.files])
     print(
         f"enrolled {args.name}: {len(args.files)} file(s), {total} embedding(s) in total "
-        f"(model {embedder.model_id}, {db_path(args.db)})"
+        f"(model {embedder.model_id}, {db_label(args.db)})"
     )
     return 0
 
@@ -185,31 +196,31 @@ def cmd_speakers(args: argparse.Namespace) -> int:
     current = None
     if args.model or os.environ.get("VOICEPRINT_MODEL") or default_model():
         current = load_model(args.model).model_id
-    path = db_path(args.db)
+    path, label = db_path(args.db), db_label(args.db)
     if (args.export or args.import_file) and current is None:
         raise ValueError("--export/--import need the model (--model or $VOICEPRINT_MODEL)")
     with SpeakerDB(path, current or "(listing)") as db:  # no scoring here
         if args.remove:
             count = db.remove(args.remove)
-            print(f"removed {args.remove} ({count} embedding(s)) from {path}")
+            print(f"removed {args.remove} ({count} embedding(s)) from {label}")
             return 0
         if args.export:
             done = db.export_to(args.export)
             print(
                 f"exported {done['speakers']} speaker(s), {done['embeddings']} embedding(s) "
-                f"of model {current} from {path} to {args.export}"
+                f"of model {current} from {label} to {args.export}"
             )
             return 0
         if args.import_file:
             done = db.import_from(args.import_file)
             print(
                 f"imported {done['speakers']} speaker(s), {done['embeddings']} embedding(s) "
-                f"of model {current} from {args.import_file} into {path}"
+                f"of model {current} from {args.import_file} into {label}"
             )
             return 0
         speakers = db.speakers()
     if not speakers:
-        print(f"no speakers enrolled in {path}")
+        print(f"no speakers enrolled in {label}")
         return 0
     width = max(4, *(len(s.name) for s in speakers))
     print(f"{'name':<{width}}  embeddings  model")
@@ -317,7 +328,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "or $VOICEPRINT_API_KEYS), listen on 127.0.0.1, or pass --insecure"
         )
     store = db_path(args.db)
-    audit = args.audit_log or f"{store}.audit.jsonl"
+    # A shared PostgreSQL store has no file beside which to log: each replica logs locally.
+    default_audit = (
+        "~/.voiceprint/audit.jsonl" if isinstance(store, str) else f"{store}.audit.jsonl"
+    )
+    audit = str(Path(args.audit_log or default_audit).expanduser())
     embedder = load_model(args.model)
     app = create_app(
         embedder,
@@ -333,7 +348,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     access = f"{len(keys)} API key(s)" if keys else "no API keys (open)"
     print(
         f"serving model {embedder.model_id} ({embedder.backend}) on http://{args.host}:{args.port}/"
-        f"  store {store}  {access}  rate limit {args.rate_limit}  audit log {audit}",
+        f"  store {db_label(args.db)}  {access}  rate limit {args.rate_limit}  audit log {audit}",
         file=sys.stderr,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
@@ -348,7 +363,10 @@ def _common(parser: argparse.ArgumentParser, decide: bool = True, db: bool = Tru
     )
     if db:
         parser.add_argument(
-            "--db", help=f"speaker store (SQLite); default: $VOICEPRINT_DB or {DEFAULT_DB}"
+            "--db",
+            help="speaker store: a SQLite file or a postgresql://user:password@host/db URL "
+            f"(shared by several services; the [postgres] extra); default: $VOICEPRINT_DB or "
+            f"{DEFAULT_DB}",
         )
     if decide:
         parser.add_argument(

@@ -7,14 +7,14 @@
 Endpoints (audio travels as multipart file uploads, any format audio.decode_bytes reads;
 the role is the key an endpoint needs when keys are configured, admin keys may do all):
 
-    GET    /health                     model id, backend, threshold, number of speakers
+    GET    /health                     model id, backend, threshold, number of speakers (O(1))
     POST   /v1/embed           client  file                  -> embedding
     POST   /v1/compare         client  first, second         -> score, llr, decision
     POST   /v1/enroll          admin   name, file (1 or more) -> count
     POST   /v1/verify          client  name, file            -> score, llr, decision
     POST   /v1/identify        client  file, top             -> candidates, best first, and
                                                                 who it is (or "unknown")
-    GET    /v1/speakers        admin                         -> enrolled speakers
+    GET    /v1/speakers        admin   limit, after          -> a page of enrolled speakers
     DELETE /v1/speakers/{name} admin                         -> removed count
     GET    /                   the browser page (voiceprint/web), /docs the OpenAPI docs
 
@@ -39,7 +39,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    UploadFile,
+)
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -114,6 +124,7 @@ class Speaker(BaseModel):
 class SpeakerList(BaseModel):
     model_id: str
     speakers: list[Speaker]
+    next: str | None = None  # pass as ?after= for the next page; None on the last page
 
 
 class Removal(BaseModel):
@@ -233,7 +244,9 @@ def create_app(
     audit_log: str | Path | None = None,
     max_batch: int = 16,
 ) -> FastAPI:
-    """The service for one model and one speaker store.
+    """The service for one model and one speaker store (``db_path``: a SQLite file, or a
+    ``postgresql://`` URL that several service processes share; each request sees the
+    enrollments that other processes committed before it).
 
     ``keys`` (when given) protect every voice endpoint (header ``X-API-Key``; roles in
     the module docstring); ``decision`` overrides the model's stored decision; uploads
@@ -430,10 +443,17 @@ def create_app(
         }
 
     @app.get("/v1/speakers", response_model=SpeakerList, tags=["store"])
-    def speakers(key_id: AdminKey) -> dict:
-        """Everyone enrolled, with their number of embeddings and model."""
+    def speakers(
+        key_id: AdminKey,
+        limit: Annotated[int, Query(ge=1, le=1000, description="speakers per page")] = 100,
+        after: Annotated[str | None, Query(description="the previous page's `next`")] = None,
+    ) -> dict:
+        """Enrolled speakers sorted by name, a page at a time, with their number of
+        embeddings and model; ``next`` names where the following page starts."""
+        page = db.speakers(limit=limit + 1, after=after)
         return {
             "model_id": embedder.model_id,
+            "next": page[limit - 1].name if len(page) > limit else None,
             "speakers": [
                 {
                     "name": s.name,
@@ -441,7 +461,7 @@ def create_app(
                     "model_id": s.model_id,
                     "same_model": s.model_id == embedder.model_id,
                 }
-                for s in db.speakers()
+                for s in page[:limit]
             ],
         }
 

@@ -1,0 +1,225 @@
+"""1:N identification among 10k, 100k and 1M enrolled speakers: the store's faiss index.
+
+    python benchmarks/identification_scale.py [--sizes 10000,100000,1000000] [--threads 2]
+        [--probes 1000] [--exact-probes 200] [--asnorm] [--out benchmarks/results]
+
+Speakers are random 192-dim embeddings around cluster centres (one centre per 50 speakers,
+each speaker at cosine ~0.7 to its centre, ~0.5 to the others of its cluster); probes are
+enrolled speakers plus noise (cosine ~0.9 to their own). For each size the speakers are
+enrolled in a SQLite store (``enroll_many``), then identification runs through
+``SpeakerDB.identify`` (top 5) with each index kind: "exact" (faiss IndexFlatIP) and
+"ivf" (IVF-Flat, the store's default from ``APPROXIMATE_FROM`` speakers). Reported:
+the build time (the first identify: reading the store + building the index; and
+``SpeakerIndex.build`` alone on the rows in memory), memory per speaker (the index's own
+bytes, and the process's RSS
+growth), p50/p99 query time on ``--threads`` threads, and recall@1 against exact search
+(the numpy product of every probe with every speaker model). ``--asnorm`` gives the
+scorer a random AS-norm cohort (search rows of 2D+1 dims). Writes identification_scale.md
+and .json to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+THREADS = "2"
+if "--threads" in sys.argv:
+    THREADS = sys.argv[sys.argv.index("--threads") + 1]
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, THREADS)
+
+import numpy as np  # noqa: E402
+
+from voiceprint.scoring import Backend, Scorer  # noqa: E402
+from voiceprint.store import APPROXIMATE_FROM, SpeakerDB, SpeakerIndex  # noqa: E402
+from voiceprint.store import index as store_index  # noqa: E402
+
+DIM = 192
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def make_data(n: int, probes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, DIM) clustered speakers, (probes, DIM) probes near some of them, their targets."""
+    rng = np.random.default_rng(seed)
+    clusters = max(1, n // 50)
+    centres = rng.standard_normal((clusters, DIM), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    emb = rng.standard_normal((n, DIM), dtype=np.float32) / np.float32(np.sqrt(DIM))
+    emb += centres[rng.integers(0, clusters, n)]
+    targets = rng.integers(0, n, probes)
+    noise = rng.standard_normal((probes, DIM), dtype=np.float32) * np.float32(0.5 / np.sqrt(DIM))
+    unit = emb[targets] / np.linalg.norm(emb[targets], axis=1, keepdims=True)
+    return emb, unit + noise, targets
+
+
+def exact_top1(scorer: Scorer, emb: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    """Row of the best-scoring speaker for each probe, by brute force over every speaker."""
+    models = scorer.units(emb).astype(np.float32)
+    stats = scorer.norm_stats(models)
+    p_units = scorer.units(probes).astype(np.float32)
+    p_stats = scorer.norm_stats(p_units)
+    best = np.empty(len(probes), dtype=np.int64)
+    for start in range(0, len(probes), 100):
+        chunk = slice(start, start + 100)
+        s = scorer.score(models, p_units[chunk], stats, None if p_stats is None else p_stats[chunk])
+        best[chunk] = np.argmax(s, axis=0)
+    return best
+
+
+def run_kind(
+    path: Path,
+    scorer: Scorer,
+    kind: str,
+    emb: np.ndarray,
+    probes: np.ndarray,
+    truth: np.ndarray,
+    names: list,
+) -> dict:
+    approximate_from = 0 if kind == "ivf" else 10**12
+    gc.collect()
+    before = rss_bytes()
+    with SpeakerDB(path, "bench", scorer, approximate_from=approximate_from) as db:
+        start = time.perf_counter()
+        db.identify(probes[0], top=5)  # reads the store, builds the index
+        build_s = time.perf_counter() - start
+        gc.collect()
+        grown = rss_bytes() - before
+        index = db._search.index
+        n = index.ntotal
+        times, hits = [], 0
+        for probe, want in zip(probes, truth, strict=True):
+            start = time.perf_counter()
+            best = db.identify(probe, top=5)
+            times.append(time.perf_counter() - start)
+            hits += best[0].name == names[want]
+        cells = getattr(index._impl, "nlist", None)
+        nprobe = getattr(index._impl, "nprobe", None)
+        bytes_per = index.nbytes() / n
+    del db, index
+    gc.collect()
+    models = scorer.units(emb).astype(np.float32)
+    rows = scorer.search_rows(models, scorer.norm_stats(models))
+    start = time.perf_counter()
+    SpeakerIndex.build(rows, np.arange(len(rows)), approximate_from=approximate_from)
+    faiss_build_s = time.perf_counter() - start
+    ms = np.array(times) * 1e3
+    return {
+        "kind": kind,
+        "speakers": n,
+        "build_s": build_s,
+        "faiss_build_s": faiss_build_s,
+        "index_bytes_per_speaker": bytes_per,
+        "rss_bytes_per_speaker": grown / n,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "probes": len(probes),
+        "recall_at_1": hits / len(probes),
+        "nlist": cells,
+        "nprobe": nprobe,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--probes", type=int, default=1000)
+    parser.add_argument("--exact-probes", type=int, default=200, help="probes for exact search")
+    parser.add_argument("--asnorm", action="store_true", help="an AS-norm scorer (cohort 1000)")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    if store_index.faiss is None:
+        raise SystemExit("this benchmark needs faiss: pip install 'voiceprint[scale]'")
+    store_index.faiss.omp_set_num_threads(args.threads)
+    scorer = Scorer()
+    if args.asnorm:
+        rng = np.random.default_rng(9)
+        cohort = rng.standard_normal((1000, DIM))
+        cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+        scorer = Scorer(Backend(cohort=cohort, asnorm_top=100))
+    results = []
+    for n in [int(s) for s in args.sizes.split(",")]:
+        emb, probes, _ = make_data(n, args.probes)
+        names = [f"speaker{i:07d}" for i in range(n)]
+        start = time.perf_counter()
+        truth = exact_top1(scorer, emb, probes)
+        exact_s = time.perf_counter() - start
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bench.db"
+            with SpeakerDB(path, "bench", scorer) as db:
+                start = time.perf_counter()
+                db.enroll_many(names, emb)
+                enroll_s = time.perf_counter() - start
+            for kind in ("exact", "ivf"):
+                count = args.exact_probes if kind == "exact" else args.probes
+                row = run_kind(path, scorer, kind, emb, probes[:count], truth[:count], names)
+                row.update(enroll_s=enroll_s, numpy_exact_s_per_probe=exact_s / len(probes))
+                results.append(row)
+                print(
+                    f"{n:>9,} {kind:<5} build {row['build_s']:7.1f} s  "
+                    f"index {row['index_bytes_per_speaker']:6.0f} B/spk  "
+                    f"rss {row['rss_bytes_per_speaker']:6.0f} B/spk  "
+                    f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  "
+                    f"recall@1 {100 * row['recall_at_1']:6.2f}%  (enroll {enroll_s:.1f} s)",
+                    flush=True,
+                )
+        del emb, probes
+        gc.collect()
+    write(results, args, Path(args.out))
+
+
+def write(results: list[dict], args: argparse.Namespace, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "_asnorm" if args.asnorm else ""
+    meta = {
+        "threads": args.threads,
+        "dim": DIM,
+        "scorer": "AS-norm (cohort 1000, top 100)" if args.asnorm else "cosine",
+        "approximate_from": APPROXIMATE_FROM,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "faiss": store_index.faiss.__version__,
+    }
+    (out / f"identification_scale{tag}.json").write_text(
+        json.dumps({"meta": meta, "results": results}, indent=2) + "\n"
+    )
+    lines = [
+        f"# Identification at scale ({meta['scorer']}, {DIM} dims, {args.threads} threads)",
+        "",
+        "`python benchmarks/identification_scale.py"
+        + (" --asnorm" if args.asnorm else "")
+        + f" --sizes {args.sizes}`; faiss {meta['faiss']}, {meta['machine']} (shared with a "
+        "training run at the time: figures are upper bounds). Query: `SpeakerDB.identify(probe, "
+        "top=5)` through the store (change-log check, search, rescoring by the scorer). "
+        "recall@1: the store's best speaker is exact search's best.",
+        "",
+        "| speakers | index | enroll (s) | build (s) | faiss build alone (s) | index B/speaker "
+        "| RSS B/speaker | p50 (ms) | p99 (ms) | recall@1 | probes | cells / read |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        cells = f"{r['nlist']} / {r['nprobe']}" if r["nlist"] else "-"
+        lines.append(
+            f"| {r['speakers']:,} | {r['kind']} | {r['enroll_s']:.1f} | {r['build_s']:.1f} | "
+            f"{r['faiss_build_s']:.2f} | {r['index_bytes_per_speaker']:.0f} | "
+            f"{r['rss_bytes_per_speaker']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{100 * r['recall_at_1']:.2f}% | {r['probes']} | {cells} |"
+        )
+    (out / f"identification_scale{tag}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / f'identification_scale{tag}.md'}")
+
+
+if __name__ == "__main__":
+    main()
