@@ -45,7 +45,8 @@ def masked_mean_std(
     mean = (weights * x).sum(dim=-1)
     if not need_std:
         return mean, None
-    var = (weights * (x - mean.unsqueeze(-1)).square()).sum(dim=-1)
+    centred = x - mean.unsqueeze(-1)
+    var = (weights * centred * centred).sum(dim=-1)  # a product, not Pow: faster in ONNX
     return mean, var.clamp(min=eps).sqrt()
 
 
