@@ -304,6 +304,7 @@ class OnnxEmbedder(Embedder):
         info = parse_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         self.path = path
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.precision = self.metadata.get("voiceprint.precision", "fp32")
         self.evaluation = info["evaluation"]
         self.encoder = None  # type: ignore[assignment]
         self.sample_rate = info["sample_rate"]
@@ -345,13 +346,22 @@ def find_checkpoint(path: str | Path) -> Path:
     return found[0]
 
 
-def load_embedder(path: str | Path, *, threads: int = 2, device: str = "cpu") -> Embedder:
-    """An embedder for a checkpoint (.pth), an experiment folder or an ONNX file (.onnx)."""
+def load_embedder(
+    path: str | Path, *, threads: int = 2, device: str = "cpu", precision: str = "auto"
+) -> Embedder:
+    """An embedder for a checkpoint (.pth), an experiment folder or an ONNX file (.onnx).
+
+    For an ONNX file, ``precision`` picks the file that runs
+    (:func:`voiceprint.quantize.choose_precision`): ``"fp32"`` the file itself, ``"int8"``
+    its ``.int8.onnx`` copy, ``"auto"`` the copy where this CPU runs it faster.
+    """
     path = Path(path).expanduser()
     if path.is_dir():
         return Embedder.from_checkpoint(find_checkpoint(path), device=device)
     if path.suffix.lower() == ".onnx":
-        return OnnxEmbedder(path, threads=threads)
+        from voiceprint.quantize import choose_precision
+
+        return OnnxEmbedder(choose_precision(path, precision), threads=threads)
     return Embedder.from_checkpoint(path, device=device)
 
 
