@@ -256,10 +256,10 @@ class SpeakerDB:
             self._conn.executemany(
                 "INSERT INTO embeddings(speaker, model_id, vector, source, created) "
                 "VALUES (?, ?, ?, ?, ?)",
-                [
+                (
                     (n, self.model_id, row.tobytes(), None if sources is None else sources[i], now)
                     for i, (n, row) in enumerate(zip(names, embeddings, strict=True))
-                ],
+                ),
             )
             tx.changed(unique, added=len(inserts))
 

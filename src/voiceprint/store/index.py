@@ -44,6 +44,10 @@ IVF answers in ~1-2 ms at recall@1 >= 99.9% but needs a k-means training (second
 minute) and misses a few best matches. Below 200,000 the exact search is fast enough that
 its exactness is worth more than the speed.
 """
+SEARCH_THREADS = 1
+"""OpenMP threads one query may use. One: a single query gains little from a second thread
+(IVF reads a few thousand rows), and on a busy machine OpenMP's barriers made 2-thread
+queries 10-100x slower in the benchmark; concurrent requests use the other cores."""
 EXACT_BELOW_FRACTION = 0.5  # an IVF gallery shrunk below half the threshold goes exact
 RETRAIN_GROWTH = 4.0  # an IVF gallery grown 4x past its training size is rebuilt
 _KMEANS_ITERATIONS = 10
@@ -136,7 +140,14 @@ class SpeakerIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` largest inner products of each query (M, d): scores and ids (M, k)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        return self._impl.search(queries, k)  # type: ignore[attr-defined]
+        if faiss is None or self.kind == "numpy":
+            return self._impl.search(queries, k)  # type: ignore[attr-defined]
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(min(before, SEARCH_THREADS))
+        try:
+            return self._impl.search(queries, k)  # type: ignore[attr-defined]
+        finally:
+            faiss.omp_set_num_threads(before)
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """The stored rows of ``ids`` (present ones), (len(ids), d) float32."""
