@@ -60,6 +60,8 @@ def test_same_interface_and_refusals(location) -> None:
         assert len(a) == 2 and "bob" in a and "carol" not in a
         with pytest.raises(ValueError, match="8-dim"):
             a.enroll("alice", np.ones((1, 8)))
+        with pytest.raises(ValueError, match="NUL"):  # PostgreSQL text cannot hold it
+            a.enroll("eve\x00", np.ones((1, D)))
         assert a.speakers()[0].count == 3  # nothing half-written
     with SpeakerDB(location, "model-b") as b:
         with pytest.raises(ModelMismatchError, match="enrolled with model model-a, not model-b"):
@@ -111,6 +113,7 @@ def test_service_pages_speakers_and_health_counts(tiny_model: Path, tmp_path: Pa
         assert rest["next"] is None
         assert len(client.get("/v1/speakers").json()["speakers"]) == 7  # default page: 100
         assert client.get("/v1/speakers", params={"limit": 0}).status_code == 422
+        assert client.get("/v1/speakers", params={"after": "s\x00"}).status_code == 422
         assert client.get("/health").json()["speakers"] == 7
 
 

@@ -446,7 +446,9 @@ def create_app(
     def speakers(
         key_id: AdminKey,
         limit: Annotated[int, Query(ge=1, le=1000, description="speakers per page")] = 100,
-        after: Annotated[str | None, Query(description="the previous page's `next`")] = None,
+        after: Annotated[
+            str | None, Query(pattern=r"^[^\x00]*$", description="the previous page's `next`")
+        ] = None,
     ) -> dict:
         """Enrolled speakers sorted by name, a page at a time, with their number of
         embeddings and model; ``next`` names where the following page starts."""

@@ -101,6 +101,8 @@ def _check_name(name: str) -> str:
         raise ValueError("a speaker name must be a non-empty string")
     if len(name) > 256:
         raise ValueError("a speaker name must be at most 256 characters")
+    if "\x00" in name:  # PostgreSQL's text cannot hold it: refused on both databases
+        raise ValueError("a speaker name must not contain NUL characters")
     return name.strip()
 
 
@@ -281,6 +283,8 @@ class SpeakerDB:
         query = "SELECT name, count, model_id, created, updated FROM speakers"
         params: list[object] = []
         if after is not None:
+            if "\x00" in after:
+                raise ValueError("no speaker name contains NUL characters")
             query += " WHERE name > ?"
             params.append(after)
         query += " ORDER BY name"
