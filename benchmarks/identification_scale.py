@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 from voiceprint.scoring import Backend, Scorer  # noqa: E402
 from voiceprint.store import APPROXIMATE_FROM, SpeakerDB, SpeakerIndex  # noqa: E402
 from voiceprint.store import index as store_index  # noqa: E402
+from voiceprint.store.db import _Search  # noqa: E402
 
 DIM = 192
 
@@ -82,7 +83,7 @@ def exact_top1(scorer: Scorer, emb: np.ndarray, probes: np.ndarray) -> np.ndarra
 
 
 def run_kind(
-    path: Path,
+    path: Path | None,
     scorer: Scorer,
     kind: str,
     emb: np.ndarray,
@@ -90,12 +91,24 @@ def run_kind(
     truth: np.ndarray,
     names: list,
 ) -> dict:
+    """One index kind through ``SpeakerDB.identify``; ``path`` None: the index is built
+    from the rows in memory and handed to an empty in-memory store (no SQL read)."""
     approximate_from = 0 if kind == "ivf" else 10**12
     gc.collect()
     before = rss_bytes()
-    with SpeakerDB(path, "bench", scorer, approximate_from=approximate_from) as db:
+    with SpeakerDB(path or ":memory:", "bench", scorer, approximate_from=approximate_from) as db:
         start = time.perf_counter()
-        db.identify(probes[0], top=5)  # reads the store, builds the index
+        if path is None:
+            models = scorer.units(emb).astype(np.float32)
+            rows = scorer.search_rows(models, scorer.norm_stats(models))
+            del models
+            built = time.perf_counter()
+            index = SpeakerIndex.build(rows, np.arange(len(rows)), approximate_from)
+            faiss_build_s = time.perf_counter() - built
+            del rows
+            mapping = dict(zip(names, range(len(names)), strict=True))
+            db._search = _Search(index, 0, DIM, mapping, dict(enumerate(names)), len(names))
+        db.identify(probes[0], top=5)  # with a store: reads it, builds the index
         build_s = time.perf_counter() - start
         gc.collect()
         grown = rss_bytes() - before
@@ -113,17 +126,19 @@ def run_kind(
         bytes_per = index.nbytes() / n
     del db, index
     gc.collect()
-    models = scorer.units(emb).astype(np.float32)
-    rows = scorer.search_rows(models, scorer.norm_stats(models))
-    del models
-    start = time.perf_counter()
-    SpeakerIndex.build(rows, np.arange(len(rows)), approximate_from=approximate_from)
-    faiss_build_s = time.perf_counter() - start
-    del rows
+    if path is not None:  # the faiss build alone, on the rows in memory
+        models = scorer.units(emb).astype(np.float32)
+        rows = scorer.search_rows(models, scorer.norm_stats(models))
+        del models
+        start = time.perf_counter()
+        SpeakerIndex.build(rows, np.arange(len(rows)), approximate_from=approximate_from)
+        faiss_build_s = time.perf_counter() - start
+        del rows
     ms = np.array(times) * 1e3
     cpu_ms = np.array(cpu) * 1e3
     return {
         "kind": kind,
+        "through_store": path is not None,
         "speakers": n,
         "build_s": build_s,
         "faiss_build_s": faiss_build_s,
@@ -147,6 +162,13 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=1000)
     parser.add_argument("--exact-probes", type=int, default=100, help="probes for exact search")
     parser.add_argument("--asnorm", action="store_true", help="an AS-norm scorer (cohort 1000)")
+    parser.add_argument(
+        "--store-up-to",
+        type=int,
+        default=100_000,
+        help="larger sizes skip the SQLite store: the index is built from the rows in memory "
+        "and handed to an empty store (enrolling 1M rows takes minutes on a busy machine)",
+    )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     if store_index.faiss is None:
@@ -166,28 +188,31 @@ def main() -> None:
         truth = exact_top1(scorer, emb, probes)
         exact_s = time.perf_counter() - start
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "bench.db"
-            with SpeakerDB(path, "bench", scorer) as db:
-                start = time.perf_counter()
-                db.enroll_many(names, emb)
-                enroll_s = time.perf_counter() - start
+            path, enroll_s = None, None
+            if n <= args.store_up_to:
+                path = Path(tmp) / "bench.db"
+                with SpeakerDB(path, "bench", scorer) as db:
+                    start = time.perf_counter()
+                    db.enroll_many(names, emb)
+                    enroll_s = time.perf_counter() - start
             for kind in ("exact", "ivf"):
                 count = args.exact_probes if kind == "exact" else args.probes
                 row = run_kind(path, scorer, kind, emb, probes[:count], truth[:count], names)
                 row.update(enroll_s=enroll_s, numpy_exact_s_per_probe=exact_s / len(probes))
                 results.append(row)
+                enrolled = "no store" if enroll_s is None else f"enroll {enroll_s:.1f} s"
                 print(
                     f"{n:>9,} {kind:<5} build {row['build_s']:7.1f} s  "
                     f"index {row['index_bytes_per_speaker']:6.0f} B/spk  "
                     f"rss {row['rss_bytes_per_speaker']:6.0f} B/spk  "
                     f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  "
                     f"cpu p50 {row['cpu_p50_ms']:6.2f} p99 {row['cpu_p99_ms']:6.2f} ms  "
-                    f"recall@1 {100 * row['recall_at_1']:6.2f}%  (enroll {enroll_s:.1f} s)",
+                    f"recall@1 {100 * row['recall_at_1']:6.2f}%  ({enrolled})",
                     flush=True,
                 )
+            write(results, args, Path(args.out))  # after each size: a partial run keeps its rows
         del emb, probes
         gc.collect()
-    write(results, args, Path(args.out))
 
 
 def write(results: list[dict], args: argparse.Namespace, out: Path) -> None:
@@ -215,20 +240,24 @@ def write(results: list[dict], args: argparse.Namespace, out: Path) -> None:
         + (" --asnorm" if args.asnorm else "")
         + f" --sizes {args.sizes}`; faiss {meta['faiss']}, {meta['machine']} (shared with a "
         "training run at the time: figures are upper bounds). Query: `SpeakerDB.identify(probe, "
-        "top=5)` through the store (change-log check, search, rescoring by the scorer). "
+        "top=5)` through the store (change-log check, search, rescoring by the scorer); "
+        "store 'none': the index was built from the rows in memory and handed to an empty "
+        "in-memory store, so build excludes reading the database. "
         "recall@1: the store's best speaker is exact search's best. p50/p99: wall-clock time per "
         "query; CPU p50/p99: the process's CPU time per query (both threads), which scheduling "
         "delays on a busy machine do not inflate.",
         "",
-        "| speakers | index | enroll (s) | build (s) | faiss build alone (s) | index B/speaker "
-        "| RSS B/speaker | p50 (ms) | p99 (ms) | CPU p50 (ms) | CPU p99 (ms) | recall@1 | probes "
-        "| cells / read |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| speakers | index | store | enroll (s) | build (s) | faiss build alone (s) "
+        "| index B/speaker | RSS B/speaker | p50 (ms) | p99 (ms) | CPU p50 (ms) | CPU p99 (ms) "
+        "| recall@1 | probes | cells / read |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         cells = f"{r['nlist']} / {r['nprobe']}" if r["nlist"] else "-"
         lines.append(
-            f"| {r['speakers']:,} | {r['kind']} | {r['enroll_s']:.1f} | {r['build_s']:.1f} | "
+            f"| {r['speakers']:,} | {r['kind']} | {'SQLite' if r['through_store'] else 'none'} | "
+            f"{'-' if r['enroll_s'] is None else format(r['enroll_s'], '.1f')} | "
+            f"{r['build_s']:.1f} | "
             f"{r['faiss_build_s']:.2f} | {r['index_bytes_per_speaker']:.0f} | "
             f"{r['rss_bytes_per_speaker']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['cpu_p50_ms']:.2f} | {r['cpu_p99_ms']:.2f} | "
