@@ -47,3 +47,22 @@ def test_compare_works_right_after_install(tmp_path, capsys) -> None:
     other = capsys.readouterr().out
     score = float(other.split("score ")[1].split()[0])
     assert -1.0 <= score < 1.0 and code == (0 if other.rstrip().endswith("ACCEPT") else 1)
+
+
+def test_default_int8_copy_stands_for_the_float32_model() -> None:
+    """The packaged int8 copy keeps the model id and scorer, and embeds as float32 does."""
+    from voiceprint.quantize import int8_path
+
+    path = default_model()
+    assert path is not None
+    copy = int8_path(path)
+    if not copy.is_file():
+        pytest.skip("no int8 copy ships beside the default model")
+    fp32, int8 = OnnxEmbedder(path), OnnxEmbedder(copy)
+    assert int8.precision == "int8" and fp32.precision == "fp32"
+    assert int8.model_id == fp32.model_id and int8.evaluation == fp32.evaluation
+    rng = np.random.default_rng(4)
+    clips = [synthesize_utterance(make_voice(rng), 3.0, rng) for _ in range(4)]
+    a, b = fp32.embed_batch(clips), int8.embed_batch(clips)
+    cosine = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 0.995

@@ -273,6 +273,9 @@ def evaluate(
             "model": str(model),
             "checkpoint": None if checkpoint is None else str(checkpoint),
             "model_id": embedder.model_id,
+            # the file that ran (an ONNX model's int8 copy where load_embedder chose it)
+            "model_file": str(getattr(embedder, "path", model)),
+            "precision": getattr(embedder, "precision", "fp32"),
             "test_folder": str(test.folder),
             "backend": describe(scorer),
             "vad": embedder.vad,
