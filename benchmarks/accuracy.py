@@ -282,7 +282,9 @@ def run_speechbrain(ctx: Context) -> SystemScores:
         "checkpoint": info["checkpoint"],
         "cached": info["cached"],
     }
-    name = f"SpeechBrain 1.1.2 ECAPA from scratch ({ctx.args.sb_minutes:g} min on 2 cores)"
+    cpu_minutes = ctx.args.sb_minutes * ctx.args.threads
+    threads = ctx.args.threads
+    name = f"SpeechBrain 1.1.2 ECAPA from scratch ({cpu_minutes:g} CPU-min, {threads} thread(s))"
     return reference_scores(ctx, name, "speechbrain", model, info["train_seconds"] / 60.0, details)
 
 
