@@ -55,6 +55,7 @@ def run_set(
     enrolled: set[str],
     sweep: list[dict] | None,
     picture: Path | None,
+    cache: Path | None = None,
 ) -> tuple[dict, list[dict]]:
     """Diarize and score one set; with ``sweep``, also score each clustering setting."""
     files, audio_s, spent = [], 0.0, 0.0
@@ -66,6 +67,16 @@ def run_set(
         spent += time.perf_counter() - clock
         audio_s += conv.duration
         found_all.append(found)
+        if cache is not None:  # window embeddings and truth, to try settings offline
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(
+                cache / f"{found.file_id}.npz",
+                regions=found.regions,
+                windows=found.windows,
+                embeddings=found.embeddings,
+                num_samples=found.num_samples,
+                truth=json.dumps([[s.start, s.end, s.speaker] for s in conv.segments]),
+            )
         files.append(score_file(conv.segments, result.segments, result.file_id, enrolled))
         f = files[-1]
         d = f["der_0.25"]
@@ -131,6 +142,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=762)
     parser.add_argument("--sweep", action="store_true", help="also score clustering settings")
+    parser.add_argument("--cache", help="keep each file's window embeddings and truth here")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/diarization.md"))
     parser.add_argument("--picture", default=str(ROOT / "docs/img/diarization_timeline.png"))
     args = parser.parse_args()
@@ -170,7 +182,9 @@ def main() -> None:
         )
         picture = Path(args.picture) if i == 0 and args.picture else None
         prefix = "conv" if overlap == 0 else "ovl"
-        results[name], sweeps[name] = run_set(prefix, convs, diarizer, enrolled, sweep, picture)
+        results[name], sweeps[name] = run_set(
+            prefix, convs, diarizer, enrolled, sweep, picture, args.cache and Path(args.cache)
+        )
         del convs
 
     lines = [

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from voiceprint.cli.use import _common, _progress, choose_decision, db_path, load_model
+from voiceprint.diarization.clustering import STOP_LLR
 
 
 def _store(embedder, arg: str | None):  # noqa: ANN001, ANN202 - SpeakerDB or None, lazily
@@ -45,7 +46,9 @@ def cmd_diarize(args: argparse.Namespace) -> int:
         chosen = choose_decision(embedder, args.threshold, args.far, args.p_target)
     db = _store(embedder, args.db)
     try:
-        diarizer = Diarizer(embedder, db, decision=chosen, method=args.method)
+        diarizer = Diarizer(
+            embedder, db, decision=chosen, method=args.method, stop_llr=args.stop_llr
+        )
         for path in args.files:
             result = diarizer(
                 Path(path),
@@ -121,7 +124,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-speakers", type=int, help="the number of speakers, when known")
     p.add_argument("--min-speakers", type=int, help="at least this many speakers")
     p.add_argument("--max-speakers", type=int, help="at most this many speakers")
-    p.add_argument("--method", choices=("ahc", "spectral"), default="spectral", help="clustering")
+    p.add_argument(
+        "--method", choices=("ahc", "spectral"), default="ahc", help="clustering (default ahc)"
+    )
+    p.add_argument(
+        "--stop-llr",
+        type=float,
+        default=STOP_LLR,
+        help=f"ahc: stop merging below this calibrated LLR (default {STOP_LLR:g})",
+    )
     p.add_argument("--no-picture", action="store_true", help="skip the timeline PNG")
     _common(p)
     p.set_defaults(func=cmd_diarize)

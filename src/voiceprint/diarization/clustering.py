@@ -28,9 +28,10 @@ import numpy as np
 from voiceprint.scoring import Scorer
 
 STOP_LLR = 0.0  # AHC stops when the closest clusters' mean score has a lower LLR than this
-MIN_CLUSTER_SHARE = 0.02  # smaller clusters are folded into others (estimated count only)
+MIN_CLUSTER_SHARE = 0.08  # smaller clusters are folded into others (estimated count only)
 MAX_POINTS = 2000  # above this many windows, k-means summarises them first
 METHODS = ("ahc", "spectral")
+PRUNE = 0.1  # spectral: share of neighbours each window keeps in the affinity graph
 
 
 def stop_score(scorer: Scorer, stop_llr: float = STOP_LLR) -> float:
@@ -64,24 +65,34 @@ def _count_for_threshold(units: np.ndarray, threshold: float) -> int:
     return int(len(np.unique(_ahc(units, None, threshold))))
 
 
-def _spectral(units: np.ndarray, k: int | None, lo: int, hi: int, prune: float = 0.1) -> np.ndarray:
+def _laplacian_spectrum(affinity: np.ndarray, keep: int, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (top + 1,) and eigenvectors (n, top + 1) of the normalised Laplacian of
+    ``affinity`` (n, n) after each row keeps only its ``keep`` strongest neighbours."""
     from scipy.linalg import eigh
+
+    n = len(affinity)
+    cut = np.partition(affinity, n - keep, axis=1)[:, n - keep][:, None]
+    pruned = np.where(affinity >= cut, affinity, 0.0)
+    pruned = 0.5 * (pruned + pruned.T)
+    np.fill_diagonal(pruned, 0.0)
+    inv = 1.0 / np.sqrt(np.maximum(pruned.sum(1), 1e-10))
+    laplacian = np.eye(n) - inv[:, None] * pruned * inv[None, :]
+    return eigh(laplacian, subset_by_index=[0, top])
+
+
+def _spectral(
+    units: np.ndarray, k: int | None, lo: int, hi: int, prune: float = PRUNE
+) -> np.ndarray:
+    """Spectral clustering of the cosine affinity, each row keeping its ``prune`` share of
+    strongest neighbours; the count (when ``k`` is None) at the largest eigengap."""
     from sklearn.cluster import KMeans
 
     n = len(units)
     if n <= 2:
         return np.zeros(n, dtype=np.int64) if (k or 1) == 1 else np.arange(n, dtype=np.int64)
     affinity = np.clip(units @ units.T, 0.0, 1.0)
-    keep = max(2, int(np.ceil(prune * n)))  # each row keeps its strongest neighbours
-    cut = np.partition(affinity, n - keep, axis=1)[:, n - keep][:, None]
-    affinity = np.where(affinity >= cut, affinity, 0.0)
-    affinity = 0.5 * (affinity + affinity.T)
-    np.fill_diagonal(affinity, 0.0)
-    degree = np.maximum(affinity.sum(1), 1e-10)
-    inv = 1.0 / np.sqrt(degree)
-    laplacian = np.eye(n) - inv[:, None] * affinity * inv[None, :]
     top = min(n - 1, max(hi, k or 1) + 1)
-    values, vectors = eigh(laplacian, subset_by_index=[0, top])
+    values, vectors = _laplacian_spectrum(affinity, max(2, int(np.ceil(prune * n))), top)
     if k is None:
         gaps = np.diff(values[: hi + 1])
         k = int(np.argmax(gaps[lo - 1 : hi]) + lo)

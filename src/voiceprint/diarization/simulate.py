@@ -123,11 +123,13 @@ def simulate_conversation(
     seconds: float = 120.0,
     overlap: float = 0.0,
     level_db: float = 8.0,
+    noise_db: float | None = -65.0,
     seed: int = 0,
     loader: Callable[[Path], np.ndarray] | None = None,
     clips: _Clips | None = None,
 ) -> Conversation:
-    """One conversation of about ``seconds`` between ``speakers`` (keys of ``pool``)."""
+    """One conversation of about ``seconds`` between ``speakers`` (keys of ``pool``), with
+    white noise at ``noise_db`` dBFS under it (None: none)."""
     if not 1 <= len(speakers) <= 10 or len(set(speakers)) != len(speakers):
         raise ValueError(f"need 1 to 10 distinct speakers, got {list(speakers)}")
     missing = [s for s in speakers if not pool.get(s)]
@@ -212,8 +214,8 @@ def simulate_conversation(
         mix[start : start + len(wave)] += wave * np.float32(10 ** (gains[spk] / 20))
         for a, b in regions:
             segments.append(Segment((start + a) / SAMPLE_RATE, (start + b) / SAMPLE_RATE, spk))
-    noise = rng.standard_normal(length).astype(np.float32) * np.float32(10 ** (-65 / 20))
-    mix += noise
+    if noise_db is not None:
+        mix += rng.standard_normal(length).astype(np.float32) * np.float32(10 ** (noise_db / 20))
     peak = float(np.max(np.abs(mix)))
     if peak > 0.98:
         mix *= np.float32(0.98 / peak)
