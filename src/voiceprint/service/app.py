@@ -16,6 +16,8 @@ the role is the key an endpoint needs when keys are configured, admin keys may d
                                                                 who it is (or "unknown")
     GET    /v1/speakers        admin   limit, after          -> a page of enrolled speakers
     DELETE /v1/speakers/{name} admin                         -> removed count
+    POST   /v1/diarize         client  file, num_speakers,   -> who spoke when: turns with
+                                       min/max_speakers         enrolled names or unknown-N
     GET    /                   the browser page (voiceprint/web), /docs the OpenAPI docs
 
 Verify and identify are rate-limited per key (per client address without keys): 429
@@ -130,6 +132,31 @@ class SpeakerList(BaseModel):
 class Removal(BaseModel):
     name: str
     removed: int
+
+
+class DiarizedSpeaker(BaseModel):
+    speaker: str  # the enrolled name, or unknown-N
+    name: str  # the enrolled name, or "unknown"
+    score: float | None  # the best enrolled match's score and LLR (None: nobody enrolled)
+    llr: float | None
+    best_match: str | None
+    seconds: float
+
+
+class Turn(BaseModel):
+    start: float
+    end: float
+    speaker: str
+    name: str | None
+    score: float | None
+    llr: float | None
+
+
+class Diarized(BaseModel):
+    duration: float
+    num_speakers: int
+    speakers: list[DiarizedSpeaker]
+    segments: list[Turn]
 
 
 class UploadLimit:
@@ -476,6 +503,38 @@ def create_app(
             raise store_errors(err) from err
         record("delete", key_id, speaker=name, removed=removed)
         return {"name": name, "removed": removed}
+
+    @app.post("/v1/diarize", response_model=Diarized, tags=["store"])
+    def diarize(
+        key_id: LimitedKey,
+        file: Annotated[UploadFile, File(description="a recording of one or more voices")],
+        num_speakers: Annotated[int | None, Form(ge=1, le=50)] = None,
+        min_speakers: Annotated[int, Form(ge=1, le=50)] = 1,
+        max_speakers: Annotated[int | None, Form(ge=1, le=50)] = None,
+    ) -> dict:
+        """Who spoke when: turns of each voice, named after the enrolled speaker whose
+        voice the decision accepts (open-set, as identify), the others unknown-1, ..."""
+        if max_speakers is not None and max_speakers < min_speakers:
+            raise HTTPException(422, "max_speakers is smaller than min_speakers")
+        try:
+            from voiceprint.diarization import Diarizer
+        except ImportError as err:  # pragma: no cover - depends on the install
+            raise HTTPException(501, f"diarization needs the [diarization] extra: {err}") from err
+        wave = decode(file)
+        try:
+            chosen = None if decision is embedder.decision else decision  # else naming's own
+            result = Diarizer(embedder, db, decision=chosen)(
+                wave,
+                file_id=Path(file.filename or "upload").stem,
+                num_speakers=num_speakers,
+                min_speakers=min_speakers,
+                max_speakers=max_speakers,
+            )
+        except ModelMismatchError as err:
+            raise store_errors(err) from err
+        body = result.to_json()
+        record("diarize", key_id, speakers=[s.speaker for s in result.speakers])
+        return {k: body[k] for k in ("duration", "num_speakers", "speakers", "segments")}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -1,4 +1,5 @@
-// voiceprint browser page: record (or drop) audio, then enroll / verify / identify.
+// voiceprint browser page: record (or drop) audio, then enroll / verify / identify, or
+// see who spoke when (diarize: a timeline of the speakers, named when enrolled).
 // Vanilla JS, no build step. Recording: getUserMedia -> Web Audio graph; PCM is captured
 // by an AudioWorklet (ScriptProcessor where worklets are missing), the level meter reads
 // an AnalyserNode, and the clip is encoded client-side as 16-bit mono WAV at the
@@ -89,7 +90,40 @@ function showDecision(verdict, label) {
     `${label} — score ${verdict.score.toFixed(3)} · LLR ${verdict.llr.toFixed(2)} · threshold ${threshold}`;
 }
 
+// One row per speaker, a bar per turn, positioned in % of the recording's duration.
+function showTimeline(result) {
+  const box = $("timeline");
+  box.replaceChildren();
+  result.speakers.forEach((speaker, index) => {
+    const row = document.createElement("div");
+    row.className = "lane";
+    const label = document.createElement("span");
+    label.className = "who";
+    label.textContent = speaker.speaker;
+    const track = document.createElement("div");
+    track.className = "track";
+    for (const seg of result.segments.filter((s) => s.speaker === speaker.speaker)) {
+      const bar = document.createElement("span");
+      bar.className = "turn";
+      bar.style.left = `${(100 * seg.start) / result.duration}%`;
+      bar.style.width = `${(100 * (seg.end - seg.start)) / result.duration}%`;
+      bar.style.background = `hsl(${(index * 137) % 360} 60% 48%)`;
+      bar.title = `${speaker.speaker}: ${seg.start.toFixed(2)}-${seg.end.toFixed(2)} s`;
+      track.appendChild(bar);
+    }
+    row.append(label, track);
+    box.appendChild(row);
+  });
+  const axis = document.createElement("p");
+  axis.className = "muted";
+  axis.textContent = `0 s — ${result.duration.toFixed(1)} s`;
+  box.appendChild(axis);
+  box.hidden = result.speakers.length === 0;
+}
+
 function clearResult() {
+  $("timeline").hidden = true;
+  $("timeline").replaceChildren();
   $("decision").textContent = "…";
   $("decision").dataset.state = "none";
   $("detail").textContent = "";
@@ -128,6 +162,15 @@ async function act(kind) {
       form.append("file", clip.blob, clip.name);
       const r = await call("POST", "/v1/verify", form);
       showDecision(r, `${r.name}?`);
+    } else if (kind === "diarize") {
+      form.append("file", clip.blob, clip.name);
+      const r = await call("POST", "/v1/diarize", form);
+      $("decision").textContent = `${r.num_speakers} SPEAKER${r.num_speakers === 1 ? "" : "S"}`;
+      $("decision").dataset.state = "none";
+      $("detail").textContent = r.speakers
+        .map((s) => `${s.speaker} ${s.seconds.toFixed(1)} s`)
+        .join(" · ") || "no speech found";
+      showTimeline(r);
     } else {
       form.append("file", clip.blob, clip.name);
       form.append("top", "5");
@@ -155,7 +198,7 @@ async function act(kind) {
 }
 
 function setBusy(busy) {
-  for (const id of ["enroll", "verify", "identify"]) $(id).disabled = busy;
+  for (const id of ["enroll", "verify", "identify", "diarize"]) $(id).disabled = busy;
 }
 
 // ---------------------------------------------------------------- audio clip
@@ -323,6 +366,7 @@ drop.addEventListener("drop", (event) => {
 $("enroll").addEventListener("click", () => act("enroll"));
 $("verify").addEventListener("click", () => act("verify"));
 $("identify").addEventListener("click", () => act("identify"));
+$("diarize").addEventListener("click", () => act("diarize"));
 
 try {
   $("apikey").value = sessionStorage.getItem("voiceprint-api-key") || "";
