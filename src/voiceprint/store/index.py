@@ -8,7 +8,7 @@ Rows are the scorer's search rows (:meth:`voiceprint.scoring.Scorer.search_rows`
 inner product with a probe's search row is the scorer's score, AS-norm included, so the
 exact index ranks exactly as a brute-force pass over every speaker does.
 
-* Exact: ``IndexIDMap2(IndexFlatIP)``. One query reads every row: about 6 ms per 100,000
+* Exact: ``IndexIDMap2(IndexFlatIP)``. One query reads every row: about 3 ms per 100,000
   192-dim speakers on one core.
 * Approximate: ``IndexIVFFlat`` (inner product), ``nlist`` ~ 4 sqrt(N) k-means cells of
   which ``nprobe`` are read per query. Rows are stored uncompressed, so the scores of the
@@ -37,13 +37,17 @@ except ImportError:  # pragma: no cover - exercised when faiss is absent
 APPROXIMATE_FROM = 200_000
 """Galleries of at least this many speakers get the IVF index, smaller ones the exact one.
 
-Measured with ``benchmarks/identification_scale.py`` on 2 cores (192 dims,
-``benchmarks/results/identification_scale.md``): the exact index answers in a few ms up to
-100,000 speakers (p99 ~10 ms) and grows linearly past the 50 ms target near 1M speakers;
-IVF answers in ~1-2 ms at recall@1 >= 99.9% but needs a k-means training (seconds to a
-minute) and misses a few best matches. Below 200,000 the exact search is fast enough that
-its exactness is worth more than the speed.
+Measured by ``benchmarks/identification_scale.py`` (192 dims, one thread per query,
+``benchmarks/results/identification_scale.md``): the exact index costs 0.5 ms a query at
+10k speakers, 4.3 ms at 100k and 30 ms at 1M (p99 36 ms; 140 ms when the 2 cores were
+shared with other jobs): linear, about 3-4 ms per 100k. IVF answers in 0.24 ms at 100k
+and 1.6 ms (p99 6.2 ms) at 1M, at recall@1 99.8% against exact search, but needs a
+k-means training (5 s at 100k, ~50 s at 1M on 2 cores) and can miss a best match. At
+200,000 the exact search still costs ~8 ms, far under the 50 ms target, so below it
+exactness wins; above it the exact cost climbs toward the target while IVF's stays flat.
 """
+
+
 SEARCH_THREADS = 1
 """OpenMP threads one query may use. One: a single query gains little from a second thread
 (IVF reads a few thousand rows), and on a busy machine OpenMP's barriers made 2-thread
