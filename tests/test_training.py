@@ -244,7 +244,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(
         Path(target).write_bytes(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt  # the process is killed mid-write
 
-    monkeypatch.setattr(artifact.torch, "save", dies_halfway)
+    monkeypatch.setattr(torch, "save", dies_halfway)  # artifact imports torch when saving
     with pytest.raises(KeyboardInterrupt):
         artifact.save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 2})
     monkeypatch.undo()
