@@ -53,13 +53,19 @@ def free_port() -> int:
 class Server:
     """``voiceprint serve`` in a subprocess on 127.0.0.1, stopped on exit."""
 
-    def __init__(self, model: Path, db: Path, max_batch: int) -> None:
+    def __init__(
+        self, model: Path, db: Path, max_batch: int, pythonpath: Path | None = None
+    ) -> None:
+        """``pythonpath``: run the voiceprint package found there (another checkout's
+        ``src``) instead of the installed one."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "voiceprint", "serve", "--model", str(model)]
         command += ["--db", str(db), "--port", str(self.port), "--rate-limit", "0"]
         command += ["--audit-log", "off", "--max-batch", str(max_batch)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEPRINT_API_KEY")}
+        if pythonpath is not None:
+            env["PYTHONPATH"] = str(pythonpath)
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

@@ -95,6 +95,8 @@ TARGET_EER_LOSS = 0.1  # EER points lost by a faster precision
 TARGET_CLI_SECONDS = 1.0
 TARGET_SERVICE_GAIN = 2.0  # req/s at 16 clients against today's
 # benchmarks/results/service_load.md as recorded before the speed work (3 s clips).
+# The main branch before the speed work (VAD per 32 ms frame, DFT front-end, no int8).
+BASELINE_REV = "650fd83"
 OLD_SERVICE = {"1 client": 14.3, "50 clients, batching": 18.9, "50 clients, no batching": 19.6}
 
 
@@ -479,18 +481,23 @@ def cli_rows(args: argparse.Namespace, deployed: Path, clips: list, tmp: Path) -
 
 
 def service_rows(args: argparse.Namespace, deployed: Path) -> list[dict]:
-    """req/s at each concurrency, batching on and off, with service_load's machinery."""
+    """req/s at each concurrency, batching on and off, with service_load's machinery;
+    with ``--baseline-rev``, also the service of that commit (a git worktree) serving the
+    float32 model file, side by side in the same run."""
     import httpx
 
     from benchmarks import service_load
 
     clips = [service_load.clip(seed, args.service_clip_seconds) for seed in range(8)]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for batching, max_batch in (("on", 16), ("off", 1)):
-            log.info("service: starting voiceprint serve --max-batch %d", max_batch)
-            db = Path(tmp) / f"s{max_batch}.db"
-            with service_load.Server(deployed, db, max_batch) as server:
+    with tempfile.TemporaryDirectory() as tmp, baseline_checkout(args.baseline_rev) as base:
+        runs = [("on", 16, deployed, None), ("off", 1, deployed, None)]
+        if base is not None:
+            runs.append((f"baseline {args.baseline_rev}", 16, args.model, base / "src"))
+        for batching, max_batch, model, pythonpath in runs:
+            log.info("service %s: starting voiceprint serve --max-batch %d", batching, max_batch)
+            db = Path(tmp) / f"s{len(rows)}.db"
+            with service_load.Server(model, db, max_batch, pythonpath) as server:
                 files = {"file": ("enroll.wav", clips[0], "audio/wav")}
                 httpx.post(
                     server.url + "/v1/enroll", data={"name": "enrolled"}, files=files, timeout=120
@@ -511,6 +518,27 @@ def service_rows(args: argparse.Namespace, deployed: Path) -> list[dict]:
                         result["errors"] or 0,
                     )
     return rows
+
+
+@contextlib.contextmanager
+def baseline_checkout(rev: str) -> Iterator[Path | None]:
+    """A detached git worktree of ``rev`` (removed afterwards), or None for ``""``."""
+    if not rev:
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="voiceprint-baseline-"))
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), rev],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield folder
+    finally:
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(folder)],
+            capture_output=True,
+        )
 
 
 # ----------------------------------------------------------------------------- report
@@ -591,6 +619,9 @@ def ratios(rtf: list[RtfRow], eer: list[dict], cli: list[dict], service: list[di
             on / old,
             least=TARGET_SERVICE_GAIN,
         )
+    for (batching, clients), value in rps.items():
+        if batching.startswith("baseline") and clients == top and on is not None:
+            add(f"service {top} clients: this tree / {batching}", on / value, least=2.0)
     if rps.get(("on", 1)) is not None:
         old = OLD_SERVICE["1 client"]
         add(f"service 1 client / recorded 1 client ({old} req/s)", rps[("on", 1)] / old)
@@ -711,6 +742,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-eer", action="store_true")
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument(
+        "--baseline-rev",
+        default=BASELINE_REV,
+        help=f"git commit whose service runs side by side (default {BASELINE_REV}, "
+        "before the speed work; '' to skip)",
+    )
     parser.add_argument("--work", type=Path, default=REPO / "exp" / "bench_speed")
     parser.add_argument(
         "--out",
