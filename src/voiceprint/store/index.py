@@ -29,6 +29,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+# faiss's loader logs at INFO which CPU build it tried (an AVX2 one that is absent, then
+# the generic one): noise for the user of a CLI, not a problem.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 try:  # the [scale] extra
     import faiss
 except ImportError:  # pragma: no cover - exercised when faiss is absent
