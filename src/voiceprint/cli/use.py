@@ -1,5 +1,5 @@
-"""Using a trained model: enroll, verify, identify, compare, speakers, calibrate, export,
-serve.
+"""Using a trained model: enroll, verify, identify, compare, speakers, calibrate, embed,
+export, serve.
 
 Every decision is taken by the model's scorer on its calibrated LLR (``Decision``): the
 printed line gives the score, the LLR (for a calibrated model) and the threshold.
@@ -283,6 +283,36 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from voiceprint.extract import Shard, embed_corpus
+
+    utts = labelled_recordings(args.data, args.root, args.split or [])
+    shard = Shard.from_env()
+    try:
+        info = embed_corpus(
+            model_path(args.model),
+            utts,
+            args.out,
+            shard=shard,
+            batch_seconds=args.batch_seconds,
+            chunk_size=args.chunk_size,
+            threads=args.threads,
+            progress=_progress(),
+            merge_timeout=args.merge_timeout,
+        )
+    except (ImportError, TimeoutError) as err:
+        raise ValueError(str(err)) from err
+    if info is None:
+        print(f"rank {shard.rank}: chunks written under {Path(args.out) / 'parts'}")
+        return 0
+    print(
+        f"wrote {info['count']} embedding(s) of dimension {info['dim']} (model "
+        f"{info['model_id']}) to {Path(args.out) / 'embeddings.npy'}, ids in utts.txt; "
+        f"{len(info['no_speech'])} clip(s) without speech embedded whole (info.json)"
+    )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from voiceprint.onnx_export import export_onnx
 
@@ -467,6 +497,36 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--p-target", type=float, default=0.01, help="target prior (default 0.01)")
     p.add_argument("--far", type=float, help="make the default decision the threshold at this FAR")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser(
+        "embed", help="embed a whole corpus (resumable; one shard per rank under torchrun)"
+    )
+    p.add_argument("--model", help="checkpoint, experiment folder or ONNX file (default as above)")
+    p.add_argument("--data", help="Kaldi data folder (wav.scp + utt2spk)")
+    p.add_argument("--root", help="AISHELL-layout tree (<root>/wav/<split>/<speaker>/...)")
+    p.add_argument(
+        "--split",
+        action="append",
+        choices=["train", "dev", "test"],
+        help="with --root: only this split (repeatable; default all present)",
+    )
+    p.add_argument(
+        "--out", required=True, help="folder for embeddings.npy, utts.txt, info.json, parts/"
+    )
+    p.add_argument(
+        "--batch-seconds", type=float, default=120.0, help="audio per batch (default 120)"
+    )
+    p.add_argument(
+        "--chunk-size", type=int, default=200, help="utterances per resumable chunk (200)"
+    )
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads per process (2)")
+    p.add_argument(
+        "--merge-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds rank 0 waits for the other ranks' chunks (default 3600)",
+    )
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("export", help="write a checkpoint as one ONNX file")
     source = p.add_mutually_exclusive_group(required=True)
