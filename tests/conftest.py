@@ -42,3 +42,16 @@ def cvzh_root() -> Path:
             pytrace=False,
         )
     return CVZH
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    """A speaker store's location: a SQLite file, then a fresh PostgreSQL schema (the
+    store's tests run on both; see tests/postgres.py for when PostgreSQL is skipped)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "s.db")
+    else:
+        from tests.postgres import fresh_schema
+
+        with fresh_schema() as url:
+            yield url

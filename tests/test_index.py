@@ -11,8 +11,6 @@ from voiceprint.store import SpeakerDB, brute_force_identify
 from voiceprint.store import db as store_db
 from voiceprint.store import index as store_index
 
-from .postgres import fresh_schema
-
 D = 24
 
 
@@ -43,15 +41,6 @@ def reference(scorer: Scorer, sums: dict[str, np.ndarray], probe: np.ndarray, to
     scores = scorer.score(models, units, scorer.norm_stats(models))[:, 0]
     order = np.argsort(-scores, kind="stable")[:top]
     return [names[i] for i in order], scores[order]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def location(request, tmp_path):
-    if request.param == "sqlite":
-        yield str(tmp_path / "s.db")
-    else:
-        with fresh_schema() as url:
-            yield url
 
 
 def test_search_rows_inner_product_is_the_score() -> None:

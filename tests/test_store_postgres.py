@@ -35,15 +35,6 @@ def postgres_url():
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def location(request, tmp_path):
-    if request.param == "sqlite":
-        yield str(tmp_path / "s.db")
-    else:
-        with fresh_schema() as url:
-            yield url
-
-
 def test_same_interface_and_refusals(location) -> None:
     rng = np.random.default_rng(0)
     enroll = rng.normal(size=(3, D)).astype(np.float32)
