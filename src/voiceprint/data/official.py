@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from voiceprint.data.corpus import CorpusError, Utterance, write_kaldi_dir
-from voiceprint.data.protocol import Trial, write_trials
+from voiceprint.data.protocol import Trial, trial_lines, write_trials
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,8 @@ def _scan_voxceleb(folder: Path, suffix: str) -> list[Utterance]:
 
 def read_voxceleb_trials(path: str | Path) -> list[Trial]:
     """A VoxCeleb list (``1 a.wav b.wav``; Kaldi's ``a b target`` is read too) -> trials."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"trial list {path} does not exist")
     trials = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
+    for number, parts, line in trial_lines(path):
         if len(parts) == 3 and parts[0] in ("0", "1"):
             trials.append((parts[1], parts[2], parts[0] == "1"))
         elif len(parts) == 3 and parts[2] in ("target", "nontarget"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
@@ -117,16 +118,21 @@ def write_trials(path: str | Path, trials: list[Trial]) -> Path:
     return path
 
 
-def read_trials(path: str | Path) -> list[Trial]:
-    """Read a Kaldi trial list; the third column is target/nontarget (or 1/0)."""
+def trial_lines(path: str | Path) -> Iterator[tuple[int, list[str], str]]:
+    """(line number, fields, line) of each non-blank line of a trial list; CorpusError
+    when the file does not exist."""
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"trial list {path} does not exist")
-    trials = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
+        if parts := line.split():
+            yield number, parts, line
+
+
+def read_trials(path: str | Path) -> list[Trial]:
+    """Read a Kaldi trial list; the third column is target/nontarget (or 1/0)."""
+    trials = []
+    for number, parts, _ in trial_lines(path):
         if len(parts) != 3 or parts[2] not in ("target", "nontarget", "1", "0"):
             raise CorpusError(f"{path}:{number}: expected '<enroll> <test> target|nontarget'")
         trials.append((parts[0], parts[1], parts[2] in ("target", "1")))
