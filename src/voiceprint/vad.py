@@ -217,12 +217,6 @@ def net_speech_seconds(wave: np.ndarray, sample_rate: int = 16000, **vad_kwargs:
     return speech_regions(wave, sample_rate, **vad_kwargs).speech_seconds
 
 
-def backend() -> str:
-    """The backend that scores frames: ``"onnx"`` (onnxruntime, no torch) or ``"jit"``."""
-    with _LOCK:
-        return _load_model()[0]
-
-
 # --- internals -------------------------------------------------------------------------
 
 
