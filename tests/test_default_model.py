@@ -49,9 +49,13 @@ def test_compare_works_right_after_install(tmp_path, capsys) -> None:
     assert -1.0 <= score < 1.0 and code == (0 if other.rstrip().endswith("ACCEPT") else 1)
 
 
-def test_default_int8_copy_stands_for_the_float32_model() -> None:
-    """The packaged int8 copy keeps the model id and scorer, and embeds as float32 does."""
-    from voiceprint.quantize import int8_path
+def test_default_int8_copy_stands_for_the_float32_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packaged int8 copy keeps the model id and scorer, and embeds as float32 does.
+
+    On CPUs without VNNI, onnxruntime's u8s8 kernels sum byte pairs in 16 bits, which can
+    saturate (0.990 measured on an AMD EPYC without VNNI): there ``precision=auto`` keeps
+    float32, and the copy is held to a looser bound."""
+    from voiceprint.quantize import choose_precision, int8_path, int8_pays_off
 
     path = default_model()
     assert path is not None
@@ -65,4 +69,10 @@ def test_default_int8_copy_stands_for_the_float32_model() -> None:
     clips = [synthesize_utterance(make_voice(rng), 3.0, rng) for _ in range(4)]
     a, b = fp32.embed_batch(clips), int8.embed_batch(clips)
     cosine = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert cosine.min() >= 0.995
+    monkeypatch.delenv("VOICEPRINT_PRECISION", raising=False)
+    if int8_pays_off():
+        assert choose_precision(path) == copy
+        assert cosine.min() >= 0.995
+    else:
+        assert choose_precision(path) == path
+        assert cosine.min() >= 0.98
