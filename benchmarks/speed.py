@@ -79,6 +79,7 @@ from voiceprint.allocator import keep_freed_memory  # noqa: E402
 from voiceprint.config import DataConfig  # noqa: E402
 from voiceprint.data.corpus import Utterance, by_speaker, scan_split  # noqa: E402
 from voiceprint.data.protocol import prepare_test  # noqa: E402
+from voiceprint.scoring import verification  # noqa: E402
 
 log = logging.getLogger("speed")
 
@@ -285,7 +286,7 @@ def time_systems(systems: list[System], waves: list[np.ndarray], rounds: int) ->
         ref = by_name.get(s.reference or "")
         if ref is not None and s.embeddings is not None and ref.embeddings is not None:
             a, b = s.embeddings, ref.embeddings
-            cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            cos = verification(a, b)
             agreement = {"to": ref.name, "min_cosine": float(cos.min()), "mean": float(cos.mean())}
         rows.append(
             RtfRow(

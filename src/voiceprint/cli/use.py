@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from voiceprint.embedder import Embedder
-from voiceprint.scoring import Decision, Match
+from voiceprint.scoring import Decision, Match, verification
 
 DEFAULT_DB = "~/.voiceprint/speakers.db"
 
@@ -353,7 +353,7 @@ def _export_int8(args: argparse.Namespace, out: Path, exported: Embedder) -> Non
     check = waves[: min(16, len(waves))]
     a = exported.embed_batch(check)
     b = OnnxEmbedder(copy).embed_batch(check)
-    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    cos = verification(a, b)
     print(
         f"wrote {copy} ({copy.stat().st_size / 2**20:.1f} MB): int8, calibrated on "
         f"{len(waves)} training clip(s); cosine to float32 >= {cos.min():.4f}"
