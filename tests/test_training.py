@@ -174,14 +174,25 @@ class KilledError(Exception):
     """Stands in for a kill -9 between two epochs."""
 
 
+@pytest.mark.parametrize("source", ["memory", "shards"])
 def test_resume_equals_an_uninterrupted_run(
-    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
 ) -> None:
-    """3 epochs in one go == 2 epochs, a kill, then --resume for the last: same weights."""
+    """3 epochs in one go == 2 epochs, a kill, then --resume for the last: same weights,
+    from memory and from shards read by 2 DataLoader workers that augment."""
     from voiceprint.training import trainer
 
+    streamed = []
+    if source == "shards":
+        pytest.importorskip("webdataset")
+        from voiceprint.data.corpus import scan_split
+        from voiceprint.data.shards import write_shards
+
+        write_shards(scan_split(synthetic_root, "train"), tmp_path / "sh", progress=False)
+        streamed = [f"data.shards={tmp_path / 'sh'}", "train.workers=2"]
+
     def run(exp: Path, kill_at: int | None = None) -> dict:
-        config = tiny_config(synthetic_root, exp, "train.epochs=3", *AUGMENTED)
+        config = tiny_config(synthetic_root, exp, "train.epochs=3", *AUGMENTED, *streamed)
         prepared = prepare(config, progress=False)
         if kill_at is not None:
             real = trainer.Trainer._epoch

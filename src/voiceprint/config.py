@@ -34,6 +34,9 @@ class DataConfig:
     dev_corpus: str = ""  # whose test split is the experiment's dev set; "" = the first
     heldout_share: float = 0.0  # training speakers held out (never trained on) for calibration
     kaldi_dir: str | None = None  # alternative: a Kaldi data folder (wav.scp + utt2spk) to train on
+    # A shard folder ('voiceprint shard'): training streams it through train.workers
+    # DataLoader workers instead of decoding the training list into memory
+    shards: str | None = None
     train_speakers: int = 300
     train_utts: int = 10  # per speaker; 0 = every utterance the speaker has
     test_speakers: int = 20
@@ -117,6 +120,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     average_last: int = 1  # average the weights of the last N epochs into the final model
     threads: int = 0  # torch threads; 0 = leave torch's default
+    workers: int = 2  # DataLoader workers reading data.shards (0: in the training process)
     precision: str = "fp32"  # fp32 | bf16: autocast the encoder trunk to bfloat16
     log_every: int = 0  # 0 = a log line per epoch only
     finetune_epochs: int = 0  # large-margin fine-tuning on longer crops after the main run

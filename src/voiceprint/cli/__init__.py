@@ -1,6 +1,6 @@
 """The ``voiceprint`` command: one entry point, one subcommand per stage.
 
-Lab stages (``cli.lab``): prepare, train, evaluate, run.
+Lab stages (``cli.lab``): prepare, shard, train, evaluate, run; download, lists.
 Using a model (``cli.use``): enroll, verify, identify, compare, speakers, export, serve.
 Who spoke when (``cli.diarize``): diarize, evaluate-diarization.
 """

@@ -63,6 +63,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shard(args: argparse.Namespace) -> int:
+    from voiceprint.data.corpus import read_kaldi_dir
+    from voiceprint.data.protocol import prepare, prepared_lists
+    from voiceprint.data.shards import write_shards
+
+    config = _config(args)
+    if args.data:
+        utts, source = read_kaldi_dir(args.data), str(args.data)
+    else:
+        prepared, reason = prepared_lists(config)
+        if prepared is None:
+            log.info("%s: preparing the data", reason)
+            prepared = prepare(config, progress=not args.quiet)
+        utts, source = prepared.train, str(prepared.train_dir)
+    out = Path(args.out) if args.out else config.out_dir / "shards"
+    index = write_shards(
+        utts,
+        out,
+        sample_rate=config.features.sample_rate,
+        shard_size=args.shard_size,
+        seed=config.seed,
+        source=source,
+        progress=not args.quiet,
+    )
+    print(
+        f"{out}: {index.utterances} utterances of {len(index.speakers)} speakers "
+        f"({index.seconds / 3600:.2f} h) in {len(index.shards)} shards; train from them "
+        f"with data.shards={out} [train.workers=N]"
+    )
+    return 0
+
+
 def release_backend(checkpoint: Path, config: ExperimentConfig, progress: bool) -> None:
     """Fit the scorer's back-end into the trained checkpoint (on the main process only)."""
     if int(os.environ.get("RANK", "0")) != 0:
@@ -188,6 +220,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--reprepare", action="store_true", help="re-run prepare first")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "shard",
+        help="write the training list as tar shards (webdataset) to stream from",
+        description="Decodes the recipe's training list (prepared first if needed), or a Kaldi "
+        "folder given with --data, into tar shards of 16-bit FLAC at the front-end's rate. "
+        "Train from them with data.shards=DIR: DataLoader workers (train.workers) then "
+        "decode, crop and augment, and memory stays flat whatever the corpus size.",
+    )
+    _add_config_args(p)
+    p.add_argument("--data", help="shard this Kaldi data folder instead of the recipe's list")
+    p.add_argument("--out", help="shard folder (default: exp/<name>/shards)")
+    p.add_argument("--shard-size", type=int, default=1000, help="utterances per shard")
+    p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser(
         "evaluate", help="EER, minDCF, actual DCF, ROC and DET of a model, as deployed"

@@ -33,6 +33,21 @@ def speaker_labels(utts: Sequence[Utterance]) -> tuple[list[str], np.ndarray]:
     return speakers, np.array([index[u.speaker] for u in utts], dtype=np.int64)
 
 
+def stream_seed(seed: int, rank: int, epoch: int, stream: int) -> int:
+    """The seed of one random stream of one rank (or data slot) in one epoch.
+
+    Streams: 0 wave augmentation, 1 SpecAugment, 2 torch's global generator (the trainer),
+    3 wave augmentation in a shard reader's slot. Every rank draws its own augmentation,
+    and a run resumed at an epoch continues each stream exactly where it stood.
+    """
+    return int(np.random.SeedSequence([seed, rank, epoch, stream]).generate_state(1)[0])
+
+
+def speed_perturbed_names(speakers: Sequence[str], factors: Sequence[float]) -> list[str]:
+    """Names of the speed-perturbed copies of ``speakers``: all at factor 1, then 2, ..."""
+    return [f"{s}-sp{factor}" for factor in factors for s in speakers]
+
+
 def add_speed_perturbed_speakers(
     waves: list[np.ndarray],
     labels: np.ndarray,
@@ -47,12 +62,12 @@ def add_speed_perturbed_speakers(
     """
     from voiceprint.data.augment import speed_perturb
 
-    out_waves, out_labels, out_speakers = list(waves), [labels], list(speakers)
+    out_waves, out_labels = list(waves), [labels]
     for k, factor in enumerate(factors, 1):
         bar = tqdm(waves, desc=f"speed x{factor}", unit="utt", disable=not progress)
         out_waves.extend(np.asarray(speed_perturb(w, factor), dtype=np.float32) for w in bar)
         out_labels.append(labels + k * len(speakers))
-        out_speakers.extend(f"{s}-sp{factor}" for s in speakers)
+    out_speakers = list(speakers) + speed_perturbed_names(speakers, factors)
     return out_waves, np.concatenate(out_labels), out_speakers
 
 
@@ -69,7 +84,10 @@ class CropBatches:
 
     Each epoch visits every utterance once in a seeded random order. Under DDP every rank
     draws the same order and takes its own shard, so ranks see equal batch counts.
+    Augmentation is left to the trainer (``augments`` is False).
     """
+
+    augments = False
 
     def __init__(
         self,

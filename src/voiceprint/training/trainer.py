@@ -27,8 +27,10 @@ from voiceprint.data.dataset import (
     add_speed_perturbed_speakers,
     load_waves,
     speaker_labels,
+    stream_seed,
 )
 from voiceprint.data.protocol import Prepared
+from voiceprint.data.shards import ShardBatches
 from voiceprint.features import build_frontend
 from voiceprint.losses import build_loss
 from voiceprint.models import build_model
@@ -47,13 +49,6 @@ log = logging.getLogger(__name__)
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def stream_seed(seed: int, rank: int, epoch: int, stream: int) -> int:
-    """The seed of one random stream (0 wave augmentation, 1 SpecAugment, 2 torch's
-    global generator) of one rank in one epoch: every rank draws its own augmentation,
-    and a run resumed at an epoch continues each stream exactly where it stood."""
-    return int(np.random.SeedSequence([seed, rank, epoch, stream]).generate_state(1)[0])
-
-
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
     """True when the CPU flags list AVX512-BF16 or AMX-BF16; None when unknown (no file)."""
     try:
@@ -70,7 +65,9 @@ class TrainingGraph(nn.Module):
     forward(waves (B, N), labels (B,)) -> (loss, accuracy)
     """
 
-    def __init__(self, config: ExperimentConfig, num_classes: int) -> None:
+    def __init__(
+        self, config: ExperimentConfig, num_classes: int, augment_waves: bool = True
+    ) -> None:
         super().__init__()
         from voiceprint.data.augment import SpecAugment, WaveAugmenter
 
@@ -78,7 +75,12 @@ class TrainingGraph(nn.Module):
         self.frontend = build_frontend(config.features)
         self.model = build_model(config.model, self.frontend.dim)
         self.head = build_loss(config.loss, self.model.embedding_dim, num_classes)
-        self.wave_augment = WaveAugmenter(aug, config.features.sample_rate, seed=config.seed)
+        # Off when the data source augments the waves itself (shard reader workers).
+        self.wave_augment = (
+            WaveAugmenter(aug, config.features.sample_rate, seed=config.seed)
+            if augment_waves
+            else None
+        )
         self.spec_augment = (
             SpecAugment.from_config(aug, seed=config.seed) if aug.specaugment else nn.Identity()
         )
@@ -91,14 +93,17 @@ class TrainingGraph(nn.Module):
 
     def reseed(self, seed: int, rank: int, epoch: int) -> None:
         """Seed the augmentation generators and torch's global one for ``rank``'s ``epoch``."""
-        self.wave_augment.generator.manual_seed(stream_seed(seed, rank, epoch, 0))
+        if self.wave_augment is not None:  # None when the data source augments
+            self.wave_augment.generator.manual_seed(stream_seed(seed, rank, epoch, 0))
         if hasattr(self.spec_augment, "generator"):  # nn.Identity when SpecAugment is off
             self.spec_augment.generator.manual_seed(stream_seed(seed, rank, epoch, 1))
         torch.manual_seed(stream_seed(seed, rank, epoch, 2))
 
     def rng_state(self) -> dict[str, torch.Tensor]:
         """The generators' states (saved in checkpoints, compared by tests)."""
-        state = {"wave_augment": self.wave_augment.generator.get_state()}
+        state = {}
+        if self.wave_augment is not None:
+            state["wave_augment"] = self.wave_augment.generator.get_state()
         if hasattr(self.spec_augment, "generator"):
             state["spec_augment"] = self.spec_augment.generator.get_state()
         return state
@@ -107,7 +112,8 @@ class TrainingGraph(nn.Module):
         self, waves: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            waves = self.wave_augment(waves, labels=labels)
+            if self.wave_augment is not None:
+                waves = self.wave_augment(waves, labels=labels)
             feats = self.spec_augment(self.frontend(waves))
         # With bf16 the trunk's convolutions run in bfloat16; front-end, pooling and the
         # embedding layers after it keep float32 themselves (pooling.float32_region), and
@@ -195,8 +201,29 @@ class Trainer:
         self.dist: DistInfo = init_distributed()
         self.checkpoint_path = config.out_dir / config.checkpoint_name
 
-    def _data(self) -> tuple[CropBatches, list[str]]:
+    def _data(self) -> tuple[CropBatches | ShardBatches, list[str]]:
+        """Training batches: streamed from ``data.shards`` by DataLoader workers, or from
+        the training list decoded into memory (tiny corpora)."""
         cfg = self.config
+        crop = int(cfg.train.crop_seconds * cfg.features.sample_rate)
+        if cfg.data.shards:
+            shards = ShardBatches(
+                cfg.data.shards,
+                cfg.train.batch_size,
+                crop,
+                seed=cfg.seed,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+                workers=cfg.train.workers,
+                speed_perturb=cfg.augment.speed_perturb,
+                augment=cfg.augment,
+            )
+            if shards.sample_rate != cfg.features.sample_rate:
+                raise ValueError(
+                    f"{cfg.data.shards} holds {shards.sample_rate} Hz audio, the front-end "
+                    f"expects {cfg.features.sample_rate} Hz: write the shards again"
+                )
+            return shards, shards.speakers
         utts = self.prepared.train
         show = self.progress and self.dist.is_main
         speakers, labels = speaker_labels(utts)
@@ -209,7 +236,7 @@ class Trainer:
             waves,
             labels,
             cfg.train.batch_size,
-            int(cfg.train.crop_seconds * cfg.features.sample_rate),
+            crop,
             seed=cfg.seed,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
@@ -230,7 +257,8 @@ class Trainer:
                 "emulated there and usually slower than train.precision=fp32"
             )
         batches, speakers = self._data()
-        graph = TrainingGraph(cfg, len(speakers)).to(info.device)
+        graph = TrainingGraph(cfg, len(speakers), augment_waves=not batches.augments)
+        graph = graph.to(info.device)
         optimizer = _optimizer(graph, tcfg)
         start_epoch, history = 0, []
         recent: deque[dict[str, torch.Tensor]] = deque(maxlen=max(tcfg.average_last, 1))
@@ -304,7 +332,7 @@ class Trainer:
         model_graph: nn.Module,
         graph: TrainingGraph,
         optimizer: torch.optim.Optimizer,
-        batches: CropBatches,
+        batches: CropBatches | ShardBatches,
         epoch: int,
         total: int,
     ) -> dict[str, Any]:
