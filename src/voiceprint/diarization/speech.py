@@ -19,6 +19,9 @@ from voiceprint.diarization.source import Source
 SAD_THRESHOLD = 0.3
 SAD_BLOCK_SECONDS = 300.0  # audio scanned by one VAD call
 JOIN_GAP_SECONDS = 0.05  # regions this close across a block boundary are joined
+# A pause shorter than this inside speech stays speech: the annotation convention of the
+# simulator's truth (and of most diarization references, which do not cut at breaths).
+MIN_PAUSE_MS = 300
 
 
 def detect_speech(
@@ -26,7 +29,7 @@ def detect_speech(
     *,
     threshold: float = SAD_THRESHOLD,
     min_speech_ms: int = 200,
-    min_silence_ms: int = 150,
+    min_silence_ms: int = MIN_PAUSE_MS,
     pad_ms: int = 30,
     block_seconds: float = SAD_BLOCK_SECONDS,
 ) -> np.ndarray:
