@@ -170,3 +170,26 @@ def test_crop_batches_shard_across_ranks() -> None:
             assert np.array_equal(labels[ids.numpy()], y.numpy())
             seen.extend(ids.tolist())
     assert len(seen) == len(set(seen)) == 40
+
+
+def test_select_per_corpus_keeps_every_speaker_of_a_named_corpus() -> None:
+    from voiceprint.data.corpus import CorpusError, Utterance
+    from voiceprint.data.protocol import select_per_corpus
+
+    utts = [
+        Utterance(f"{c}-{c}{s}_{u}", f"{c}-{c}{s}", Path(f"{c}{s}_{u}.wav"))
+        for c, speakers in (("a", 5), ("b", 4))
+        for s in range(speakers)
+        for u in range(3)
+    ]
+    picked = select_per_corpus(utts, {"a": 0}, 7, 2, seed=1, corpora=["a", "b"])
+    speakers = {u.speaker for u in picked}
+    assert {s for s in speakers if s.startswith("a-")} == {f"a-a{s}" for s in range(5)}
+    assert len([s for s in speakers if s.startswith("b-")]) == 2  # the rest of the 7
+    assert all(sum(u.speaker == s for u in picked) == 2 for s in speakers)  # 2 utts each
+    assert picked == select_per_corpus(utts, {"a": 0}, 7, 2, seed=1, corpora=["a", "b"])
+    three = select_per_corpus(utts, {"a": 3, "b": 0}, 0, 0, seed=1, corpora=["a", "b"])
+    assert len({u.speaker for u in three if u.speaker.startswith("a-")}) == 3
+    assert len({u.speaker for u in three if u.speaker.startswith("b-")}) == 4
+    with pytest.raises(CorpusError, match="names c, not one of data.corpora"):
+        select_per_corpus(utts, {"c": 1}, 0, 0, seed=1, corpora=["a", "b"])

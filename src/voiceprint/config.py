@@ -32,6 +32,9 @@ class DataConfig:
     # the prefix "<name>-" so that corpora never share a speaker; replaces ``root``.
     corpora: dict[str, str] = field(default_factory=dict)
     dev_corpus: str = ""  # whose test split is the experiment's dev set; "" = the first
+    # Training speakers drawn per corpus (name -> count, 0 = all of it); the corpora not
+    # named share what is left of train_speakers. Empty: one draw over all corpora.
+    corpus_speakers: dict[str, int] = field(default_factory=dict)
     heldout_share: float = 0.0  # training speakers held out (never trained on) for calibration
     kaldi_dir: str | None = None  # alternative: a Kaldi data folder (wav.scp + utt2spk) to train on
     # A shard folder ('voiceprint shard'): training streams it through train.workers

@@ -84,6 +84,38 @@ def select(
     return picked
 
 
+def select_per_corpus(
+    utts: list[Utterance],
+    counts: dict[str, int],
+    n_speakers: int,
+    n_utts: int,
+    seed: int,
+    corpora: list[str],
+) -> list[Utterance]:
+    """:func:`select` corpus by corpus: ``counts[name]`` speakers of each named corpus
+    (0: all), then the rest of ``n_speakers`` (0: all) in one draw over the others."""
+    unknown = sorted(set(counts) - set(corpora))
+    if unknown:
+        raise CorpusError(
+            f"data.corpus_speakers names {', '.join(unknown)}, not one of data.corpora "
+            f"({', '.join(corpora)})"
+        )
+    picked: list[Utterance] = []
+    for k, name in enumerate(corpora):
+        if name in counts:
+            mine = [u for u in utts if corpus_of(u.speaker, corpora) == name]
+            picked += select(mine, counts[name], n_utts, seed + 101 * k, f"train {name}")
+    others = [u for u in utts if corpus_of(u.speaker, corpora) not in counts]
+    if others:
+        taken = len({u.speaker for u in picked})
+        left = max(n_speakers - taken, 0) if n_speakers else 0
+        if n_speakers and left == 0:
+            log.warning("train: the named corpora fill all %d speakers", n_speakers)
+        else:
+            picked += select(others, left, n_utts, seed, "train (other corpora)")
+    return sorted(picked, key=lambda u: u.utt)
+
+
 def pair_trials(utts: list[Utterance]) -> list[Trial]:
     """Every unordered pair of utterances, in list order."""
     return [(a.utt, b.utt, a.speaker == b.speaker) for a, b in combinations(utts, 2)]
@@ -293,7 +325,17 @@ def prepare(config: ExperimentConfig, progress: bool = True) -> Prepared:
         train_pool = (
             official.training_utterances(root, layout) if layout else scan_split(root, "train")
         )
-    train = select(train_pool, data.train_speakers, data.train_utts, data.seed, "train")
+    if data.corpora and data.corpus_speakers:
+        train = select_per_corpus(
+            train_pool,
+            data.corpus_speakers,
+            data.train_speakers,
+            data.train_utts,
+            data.seed,
+            list(data.corpora),
+        )
+    else:
+        train = select(train_pool, data.train_speakers, data.train_utts, data.seed, "train")
     train, heldout = hold_out(train, data.heldout_share, data.seed + 2, list(data.corpora))
     write_kaldi_dir(out / "train", train)
     if heldout:
