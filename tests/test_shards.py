@@ -226,3 +226,50 @@ def test_shard_command_writes_the_recipe_list(synthetic_root: Path, tmp_path: Pa
     index = read_index(tmp_path / "xvector_gap_softmax" / "shards")
     assert index.utterances == 48 and len(index.shards) == 3
     assert index.source.endswith("data/train")
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_stream_their_own_shards(
+    sharded: tuple[Path, list], synthetic_root: Path, tmp_path: Path
+) -> None:
+    """DDP with gloo over shards: 2 ranks x 2 workers (4 slots over 5 shards) keep in step
+    (equal batch counts: no rank waits forever) and rank 0 writes the checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    from .test_training import TINY
+
+    folder, _ = sharded
+    torchrun = Path(sys.executable).with_name("torchrun")
+    overrides = [
+        f"data.root={synthetic_root}",
+        f"exp_dir={tmp_path}",
+        *TINY,
+        "train.epochs=2",
+        "train.threads=1",
+        f"data.shards={folder}",
+        "train.workers=2",
+        "augment.noise_prob=0.5",
+    ]
+    env = {**os.environ, "VOICEPRINT_CPU": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "voiceprint",
+            "train",
+            "--quiet",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stderr and "epoch 2/2" in result.stderr
+    state = load_checkpoint(tmp_path / "xvector_gap_softmax" / "xvector_gap_softmax_checkpoint.pth")
+    assert state["epoch"] == 2 and len(state["speakers"]) == 8

@@ -131,6 +131,17 @@ def decode_flac(data: bytes, name: str) -> np.ndarray:
     return wave if wave.ndim == 1 else wave.mean(axis=1)
 
 
+def _webdataset() -> Any:
+    """The webdataset module, or an ImportError that says which extra installs it."""
+    try:
+        import webdataset
+    except ImportError as err:
+        raise ImportError(
+            "sharded training data needs webdataset: pip install 'voiceprint[scale]'"
+        ) from err
+    return webdataset
+
+
 def write_shards(
     utts: Sequence[Utterance],
     out_dir: str | Path,
@@ -144,7 +155,7 @@ def write_shards(
     """Decode ``utts`` (any format the project reads) into tar shards of ``shard_size``
     utterances in ``out_dir``. A bad file stops the run with an AudioError naming it;
     ``index.json`` is written last, so a folder without one is an unfinished run."""
-    import webdataset as wds
+    wds = _webdataset()
 
     if not utts:
         raise CorpusError(f"{out_dir}: no utterances to shard")
@@ -230,6 +241,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         shuffle_buffer: int = SHUFFLE_BUFFER,
     ) -> None:
         super().__init__()
+        _webdataset()  # fail here, not in a worker
         self.folder = Path(folder)
         self.index = read_index(self.folder)
         self.batch_size, self.crop_samples = batch_size, crop_samples
@@ -313,8 +325,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         cropped once per speed, and the crops shuffled again in a buffer of a few batches,
         so the speed copies of one utterance do not travel together.
         """
-        import webdataset as wds
-
+        wds = _webdataset()
         shards, offset, stride = slot_shards(len(self.index.shards), self.seed, epoch, slot, slots)
         urls = [str(self.folder / self.index.shards[i]["file"]) for i in shards]
         shuffle = random.Random(int(rng.integers(2**31)))
