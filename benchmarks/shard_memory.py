@@ -133,7 +133,7 @@ def memory_rows(args: argparse.Namespace, work: Path) -> list[dict]:
         clock = time.perf_counter()
         index = write_shards(read_kaldi_dir(listed), shards, shard_size=200, progress=False)
         written = time.perf_counter() - clock
-        for mode in ("memory", "shards"):
+        for mode in args.modes:
             overrides = [
                 f"exp_dir={work / 'exp'}",
                 f"name=mem_{mode}_{scale}x",
@@ -229,14 +229,17 @@ def report(memory: list[dict], cvzh: list[dict], args: argparse.Namespace) -> li
             "|---|---|---|---|---|---|---|",
         ]
         by = {(r["scale"], r["mode"]): r for r in memory}
+        blank = {"peak_pss_mb": float("nan"), "epoch_s": float("nan")}
         for scale in args.scales:
-            m, s = by[(scale, "memory")], by[(scale, "shards")]
+            m, s = by.get((scale, "memory"), blank), by.get((scale, "shards"), blank)
+            size = by.get((scale, "memory")) or by[(scale, "shards")]
             lines.append(
-                f"| {scale}x | {m['utterances']} | {m['hours']:.2f} | {m['peak_pss_mb']:.0f} "
-                f"| {m['epoch_s']:.1f} | {s['peak_pss_mb']:.0f} | {s['epoch_s']:.1f} |"
+                f"| {scale}x | {size['utterances']} | {size['hours']:.2f} "
+                f"| {m['peak_pss_mb']:.0f} | {m['epoch_s']:.1f} "
+                f"| {s['peak_pss_mb']:.0f} | {s['epoch_s']:.1f} |"
             )
         first, last = min(args.scales), max(args.scales)
-        for mode in ("memory", "shards"):
+        for mode in args.modes:
             ratio = by[(last, mode)]["peak_pss_mb"] / by[(first, mode)]["peak_pss_mb"]
             lines.append("")
             lines.append(f"- {mode}: peak at {last}x / {first}x = **{ratio:.2f}**")
@@ -276,6 +279,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--modes", nargs="+", default=["memory", "shards"])
     parser.add_argument("--work", default=str(ROOT / "exp/bench_shards"))
     parser.add_argument("--cvzh", help="cv-zh root: also time one epoch of --config on it")
     parser.add_argument("--config", default=str(ROOT / "configs/cpu_best.yaml"))

@@ -22,6 +22,8 @@ _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 1 << 30  # 1 GiB: any single buffer below this comes from the heap
 _TRIM_THRESHOLD = (1 << 31) - 1  # never give freed heap back to the kernel mid-run
 
+_DEFAULT_THRESHOLD = 128 * 1024  # glibc's documented default for both
+
 _tuned: bool | None = None
 
 
@@ -51,4 +53,22 @@ def keep_freed_memory() -> bool:
         log.debug(
             "glibc malloc: mmap threshold %d, trim threshold %d", _MMAP_THRESHOLD, _TRIM_THRESHOLD
         )
+    return ok
+
+
+def release_freed_memory() -> bool:
+    """Undo :func:`keep_freed_memory` in this process (glibc's default thresholds): for
+    processes forked from a tuned one that only prepare data (DataLoader workers), where
+    a heap that is never trimmed would grow with fragmentation over a long epoch."""
+    global _tuned
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, _DEFAULT_THRESHOLD) == 1
+    ok = mallopt(_M_TRIM_THRESHOLD, _DEFAULT_THRESHOLD) == 1 and ok
+    _tuned = None
     return ok
