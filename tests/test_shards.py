@@ -234,14 +234,9 @@ def test_torchrun_two_processes_stream_their_own_shards(
 ) -> None:
     """DDP with gloo over shards: 2 ranks x 2 workers (4 slots over 5 shards) keep in step
     (equal batch counts: no rank waits forever) and rank 0 writes the checkpoint."""
-    import os
-    import subprocess
-    import sys
-
-    from .test_training import TINY
+    from .test_training import TINY, torchrun_train
 
     folder, _ = sharded
-    torchrun = Path(sys.executable).with_name("torchrun")
     overrides = [
         f"data.root={synthetic_root}",
         f"exp_dir={tmp_path}",
@@ -252,24 +247,7 @@ def test_torchrun_two_processes_stream_their_own_shards(
         "train.workers=2",
         "augment.noise_prob=0.5",
     ]
-    env = {**os.environ, "VOICEPRINT_CPU": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "voiceprint",
-            "train",
-            "--quiet",
-            *overrides,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 process(es)" in result.stderr and "epoch 2/2" in result.stderr
+    stderr = torchrun_train(overrides)
+    assert "2 process(es)" in stderr and "epoch 2/2" in stderr
     state = load_checkpoint(tmp_path / "xvector_gap_softmax" / "xvector_gap_softmax_checkpoint.pth")
     assert state["epoch"] == 2 and len(state["speakers"]) == 8

@@ -92,23 +92,15 @@ def test_train_learns_and_resumes(synthetic_root: Path, tmp_path: Path) -> None:
     assert resumed["history"][:6] == history
 
 
-@pytest.mark.slow
-def test_torchrun_two_cpu_processes(synthetic_root: Path, tmp_path: Path) -> None:
-    """DDP with gloo: 2 CPU processes train one epoch and rank 0 writes the checkpoint."""
+def torchrun_train(overrides: list[str], processes: int = 2) -> str:
+    """``voiceprint train --quiet`` under torchrun on CPU processes; returns its stderr."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    overrides = [
-        f"data.root={synthetic_root}",
-        f"exp_dir={tmp_path}",
-        *TINY,
-        "train.epochs=1",
-        "train.threads=1",
-    ]
     env = {**os.environ, "VOICEPRINT_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
             str(torchrun),
             "--standalone",
-            "--nproc_per_node=2",
+            f"--nproc_per_node={processes}",
             "-m",
             "voiceprint",
             "train",
@@ -121,8 +113,22 @@ def test_torchrun_two_cpu_processes(synthetic_root: Path, tmp_path: Path) -> Non
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 process(es)" in result.stderr
-    assert "epoch 1/1" in result.stderr
+    return result.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(synthetic_root: Path, tmp_path: Path) -> None:
+    """DDP with gloo: 2 CPU processes train one epoch and rank 0 writes the checkpoint."""
+    overrides = [
+        f"data.root={synthetic_root}",
+        f"exp_dir={tmp_path}",
+        *TINY,
+        "train.epochs=1",
+        "train.threads=1",
+    ]
+    stderr = torchrun_train(overrides)
+    assert "2 process(es)" in stderr
+    assert "epoch 1/1" in stderr
     state = load_checkpoint(tmp_path / "xvector_gap_softmax" / "xvector_gap_softmax_checkpoint.pth")
     assert state["epoch"] == 1
 

@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,19 @@ _DEFAULT_THRESHOLD = 128 * 1024  # glibc's documented default for both
 _tuned: bool | None = None
 
 
+def _mallopt() -> Callable[[int, int], int] | None:
+    """glibc's mallopt, or None off Linux or with another libc (musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c") or "libc.so.6"
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
+
+
 def keep_freed_memory() -> bool:
     """Tune glibc malloc for reuse of large buffers; True when applied (Linux glibc only).
 
@@ -37,15 +51,9 @@ def keep_freed_memory() -> bool:
     if _tuned is not None:
         return _tuned
     _tuned = False
-    if not sys.platform.startswith("linux"):
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
-    name = ctypes.util.find_library("c") or "libc.so.6"
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl or another libc without mallopt
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
     ok = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and ok
     _tuned = ok
@@ -61,13 +69,9 @@ def release_freed_memory() -> bool:
     processes forked from a tuned one that only prepare data (DataLoader workers), where
     a heap that is never trimmed would grow with fragmentation over a long epoch."""
     global _tuned
-    if not sys.platform.startswith("linux"):
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(_M_MMAP_THRESHOLD, _DEFAULT_THRESHOLD) == 1
     ok = mallopt(_M_TRIM_THRESHOLD, _DEFAULT_THRESHOLD) == 1 and ok
     _tuned = None

@@ -329,6 +329,11 @@ class SpecAugment(nn.Module):
         )
 
 
+def augments_waves(cfg: AugmentConfig) -> bool:
+    """Whether ``cfg`` turns on any wave augmentation (noise, babble or reverberation)."""
+    return max(cfg.noise_prob, cfg.babble_prob, cfg.reverb_prob) > 0
+
+
 class WaveAugmenter(nn.Module):
     """Per-item reverberation and additive noise on training crops (B, N).
 
@@ -350,8 +355,7 @@ class WaveAugmenter(nn.Module):
 
     @property
     def active(self) -> bool:
-        c = self.cfg
-        return self.training and max(c.noise_prob, c.babble_prob, c.reverb_prob) > 0
+        return self.training and augments_waves(self.cfg)
 
     def forward(
         self,

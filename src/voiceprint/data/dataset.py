@@ -33,6 +33,10 @@ def speaker_labels(utts: Sequence[Utterance]) -> tuple[list[str], np.ndarray]:
     return speakers, np.array([index[u.speaker] for u in utts], dtype=np.int64)
 
 
+# Speed perturbation's copies of every training speaker, as new speakers (the field's 0.9/1.1).
+SPEED_FACTORS: tuple[float, ...] = (0.9, 1.1)
+
+
 def stream_seed(seed: int, rank: int, epoch: int, stream: int) -> int:
     """The seed of one random stream of one rank (or data slot) in one epoch.
 
@@ -52,7 +56,7 @@ def add_speed_perturbed_speakers(
     waves: list[np.ndarray],
     labels: np.ndarray,
     speakers: list[str],
-    factors: Sequence[float] = (0.9, 1.1),
+    factors: Sequence[float] = SPEED_FACTORS,
     progress: bool = True,
 ) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     """Append a speed-perturbed copy of every utterance per factor, each as new speakers.

@@ -41,13 +41,17 @@ from tqdm import tqdm
 from voiceprint import audio
 from voiceprint.config import AugmentConfig
 from voiceprint.data.corpus import CorpusError, Utterance
-from voiceprint.data.dataset import random_crop, speed_perturbed_names, stream_seed
+from voiceprint.data.dataset import (
+    SPEED_FACTORS,
+    random_crop,
+    speed_perturbed_names,
+    stream_seed,
+)
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
 FORMAT = 1
-SPEED_FACTORS = (0.9, 1.1)
 # Utterances (as compressed bytes, ~30 kB per second) in each slot's shuffle buffer: with
 # utterances already shuffled into the shards and shards reordered every epoch, a few
 # hundred mix batches well and keep a worker's memory small and flat.
@@ -256,8 +260,9 @@ class ShardBatches(torch.utils.data.IterableDataset):
 
     @property
     def augments(self) -> bool:
-        c = self.augment_config
-        return c is not None and max(c.noise_prob, c.babble_prob, c.reverb_prob) > 0
+        from voiceprint.data.augment import augments_waves
+
+        return self.augment_config is not None and augments_waves(self.augment_config)
 
     @property
     def sample_rate(self) -> int:
