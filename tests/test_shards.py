@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import io
 import json
+import multiprocessing
+import os
 import tarfile
 from pathlib import Path
 
@@ -119,6 +121,23 @@ def test_epochs_are_seeded_with_workers(sharded: tuple[Path, list]) -> None:
     assert not all(torch.equal(a[1], b[1]) for a, b in zip(first, other, strict=True))
     labels = torch.cat([lab for _, lab in first])
     assert labels.min() >= 0 and labels.max() < len(batches.speakers) == 3 * 8
+
+
+def _report_worker_settings(queue: multiprocessing.Queue) -> None:
+    shard_module._worker_start(0)
+    queue.put((os.nice(0), torch.get_num_threads()))
+
+
+def test_workers_start_below_the_trainer_with_one_thread() -> None:
+    # Forked, as DataLoader forks its workers.
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_report_worker_settings, args=(queue,))
+    child.start()
+    nice, threads = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert (nice, threads) == (shard_module.WORKER_NICE, 1)
 
 
 def test_shard_and_memory_epochs_have_the_same_statistics(

@@ -11,6 +11,7 @@ Shapes: waveforms are ``(B, N)`` float tensors in samples; features are ``(B, T,
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -205,11 +206,14 @@ def reverberate(wave: Tensor, rir: Tensor) -> Tensor:
     return out * gain.unsqueeze(-1)
 
 
+@functools.lru_cache(maxsize=16)
 def _resample_kernels(up: int, down: int, zeros: int, rolloff: float, beta: float) -> Tensor:
     """Polyphase windowed-sinc filters for output rate = input rate * up / down.
 
     Output sample ``up*m + r`` sits at input time ``m*down + r*down/up``; its filter row r
-    holds taps at input offsets a = -pad .. down+pad from ``m*down``. Returns (up, 1, K).
+    holds taps at input offsets a = -pad .. down+pad from ``m*down``. Returns (up, 1, K),
+    float64, cached (a shard worker resamples every crop with the same two factors), so
+    callers must not modify it.
     """
     cutoff = rolloff * min(1.0, up / down)  # fraction of the input Nyquist frequency
     half = zeros / cutoff  # half-width in input samples
