@@ -15,6 +15,11 @@ def test_defaults_and_overrides() -> None:
     assert config.checkpoint_name == "xvector_gap_softmax_checkpoint.pth"
 
 
+def test_exponent_without_a_dot_is_a_number() -> None:
+    """YAML 1.1 reads 1e-5 as text; a float field takes it as the number it spells."""
+    assert load_config(None, ["train.lr=1e-5"]).train.lr == pytest.approx(1e-5)
+
+
 def test_tuple_and_dict_values() -> None:
     config = load_config(None, ["augment.noise_snr_db=[0, 10]", "model.params={channels: 256}"])
     assert config.augment.noise_snr_db == (0.0, 10.0)
@@ -27,6 +32,8 @@ def test_tuple_and_dict_values() -> None:
         ("train.epoch=3", "unknown config key 'train.epoch'"),
         ("bogus=1", "unknown config key 'bogus'"),
         ("train.epochs=many", "train.epochs: expected an integer"),
+        ("train.lr=fast", "train.lr: expected a number"),
+        ("train.lr=nan", "train.lr: expected a number"),
         ("augment.speed_perturb=3", "expected true/false"),
         ("train", "not of the form"),
     ],

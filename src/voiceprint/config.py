@@ -8,6 +8,7 @@ of training speakers, are computed in code and never written back into the confi
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -221,6 +222,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-9" (no dot) as text
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(number):
+                    return number
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
