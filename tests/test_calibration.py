@@ -13,7 +13,7 @@ from scipy.optimize import minimize
 
 from voiceprint import calibration, metrics
 from voiceprint.data.corpus import Utterance
-from voiceprint.scoring import Backend, ScoreCalibration, Scorer
+from voiceprint.scoring import Backend, ScoreCalibration, Scorer, length_norm
 
 
 def fake_corpus(n_spk: int, n_utt: int, corpus: str = "") -> list[Utterance]:
@@ -64,6 +64,63 @@ def test_calibration_fit_equals_a_direct_minimisation() -> None:
     direct = minimize(cross_entropy, x0=[1.0, 0.0], method="BFGS", options={"gtol": 1e-12})
     assert fitted.scale == pytest.approx(direct.x[0], rel=1e-5)
     assert fitted.offset == pytest.approx(direct.x[1], rel=1e-5)
+
+
+@pytest.mark.parametrize("dim", [6, 4])
+def test_lda_projection_equals_scikit_learn(dim: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the ridge, cosine after lda_projection equals cosine after scikit-learn's
+    eigen-solver LDA (the same directions and scaling, signs aside); the kept directions
+    whiten the within-speaker covariance and the rest are zero."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    monkeypatch.setattr(calibration, "LDA_RIDGE", 0.0)
+    rng = np.random.default_rng(7)
+    speakers = np.repeat(np.arange(8), 12)
+    x = rng.normal(size=(96, 6)) + 2.0 * rng.normal(size=(8, 6))[speakers]
+    x -= x.mean(0)
+    projection = calibration.lda_projection(x, speakers.astype(str), dim)
+    reference = LinearDiscriminantAnalysis(solver="eigen", n_components=dim).fit(x, speakers)
+    ours, theirs = length_norm(x @ projection), length_norm(reference.transform(x))
+    np.testing.assert_allclose(ours @ ours.T, theirs @ theirs.T, atol=1e-10)
+    assert not projection[:, dim:].any()
+    within = x - np.stack([x[speakers == s].mean(0) for s in range(8)])[speakers]
+    kept = projection[:, :dim]
+    np.testing.assert_allclose(kept.T @ (within.T @ within / len(x)) @ kept, np.eye(dim), atol=1e-9)
+
+
+def test_lda_ridge_bounds_directions_the_training_clips_never_vary_in() -> None:
+    """Fewer clips than dimensions: the within-speaker scatter is singular, and the
+    projection stays finite and bounded by the ridge."""
+    rng = np.random.default_rng(8)
+    speakers = np.repeat(np.arange(3), 2).astype(str)  # 6 clips, 3 within-speaker dofs
+    x = rng.normal(size=(6, 10))
+    projection = calibration.lda_projection(x - x.mean(0), speakers, 10)
+    assert np.all(np.isfinite(projection))
+    sw = x - np.stack([x[speakers == s].mean(0) for s in "012"])[speakers.astype(int)]
+    mean_eig = np.trace(sw.T @ sw / 6) / 10
+    # The null directions get exactly the ridge's scale: the largest gain there is.
+    bound = 1.0 / math.sqrt(calibration.LDA_RIDGE * mean_eig)
+    assert np.linalg.norm(projection, 2) == pytest.approx(bound, rel=1e-6)
+    with pytest.raises(ValueError, match="two training speakers"):
+        calibration.lda_projection(x, ["a"] * 6, 3)
+    with pytest.raises(ValueError, match="LDA dimension"):
+        calibration.lda_projection(x, speakers, 11)
+
+
+def test_training_stats_builds_the_cohort_after_the_projection() -> None:
+    from voiceprint.config import EvalConfig
+
+    rng = np.random.default_rng(9)
+    speakers = np.repeat(np.arange(5), 4)
+    emb = rng.normal(size=(20, 6)) + 3.0 * rng.normal(size=(5, 6))[speakers]
+    names = [f"s{i}" for i in speakers]
+    backend = calibration.training_stats(
+        emb, names, EvalConfig(mean_subtract=True, lda_dim=3, asnorm_top=2)
+    )
+    assert backend.projection.shape == (6, 6) and not backend.projection[:, 3:].any()
+    units = Scorer(backend).units(emb)
+    expected = length_norm(np.stack([units[speakers == s].mean(0) for s in range(5)]))
+    np.testing.assert_allclose(backend.cohort, expected, atol=1e-6)
 
 
 def test_fit_calibration_records_decision_and_provenance() -> None:

@@ -38,11 +38,13 @@ def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return exp / "xvector_gap_softmax"
 
 
-# The shipped recipe's back-end on the tiny run: 2 of the 8 training speakers held out for
-# calibration, mean subtraction and AS-norm over the other 6.
+# The shipped recipe's back-end on the tiny run, with the lab recipe's LDA: 2 of the 8
+# training speakers held out for calibration; mean subtraction, LDA to 5 dimensions (6
+# speakers span 5) and AS-norm over the other 6.
 BACKEND = [
     "data.heldout_share=0.25",
     "eval.mean_subtract=true",
+    "eval.lda_dim=5",
     "eval.asnorm_top=3",
     "eval.calibrate=true",
 ]
@@ -90,6 +92,7 @@ def test_the_model_carries_its_scorer_and_evaluation(trained: Path) -> None:
     assert embedder.evaluation["eer"] == results["eer"]
     assert results["backend"] == {
         "mean_subtract": True,
+        "lda_dim": 5,
         "asnorm_top": 3,
         "cohort": 6,
         "calibrated": True,
@@ -144,6 +147,7 @@ def test_backend_overrides_refit_the_back_end(trained: Path) -> None:
     assert json.loads((out / "results.json").read_text())["eer"] == results["eer"]
     assert results["backend"] == {
         "mean_subtract": False,
+        "lda_dim": 5,
         "asnorm_top": 4,
         "cohort": 6,
         "calibrated": False,

@@ -162,6 +162,29 @@ def test_scorer_matches_the_back_end_computed_by_hand() -> None:
     np.testing.assert_array_equal(plain.llr(raw), raw)
 
 
+def test_projection_applies_after_the_mean_and_travels_with_the_back_end() -> None:
+    """units = length_norm((x - mean) @ projection); the projection is in the round trip
+    and in the identity (stored units depend on it); a misfit shape is refused."""
+    rng = np.random.default_rng(11)
+    mean = rng.normal(size=6).astype(np.float32)
+    projection = rng.normal(size=(6, 6)).astype(np.float32)
+    projection[:, 4:] = 0.0
+    backend = scoring.Backend(mean=mean, projection=projection)
+    x = rng.normal(size=(5, 6))
+    expected = scoring.length_norm((x - mean) @ projection.astype(np.float64))
+    np.testing.assert_allclose(scoring.Scorer(backend).units(x), expected, atol=1e-12)
+    again = scoring.Backend.from_dict(json.loads(json.dumps(backend.to_dict())))
+    np.testing.assert_array_equal(again.projection, projection)
+    assert again.identity() == backend.identity() and again.dim == 6
+    assert backend.identity() != scoring.Backend(mean=mean).identity()
+    with pytest.raises(ValueError, match="projection must be"):
+        scoring.Backend(projection=projection[:, :4])
+    with pytest.raises(ValueError, match="mean and projection"):
+        scoring.Backend(mean=mean[:4], projection=projection)
+    with pytest.raises(ValueError, match="dims, the projection"):
+        scoring.Scorer(scoring.Backend(projection=projection)).units(x[:, :4])
+
+
 def test_score_trials_chunked_equals_the_score_matrix() -> None:
     rng = np.random.default_rng(5)
     scorer = scoring.Scorer(_backend(rng))

@@ -52,7 +52,9 @@ def model_id_of(state: dict[str, torch.Tensor], backend: Backend | None = None) 
     for name in sorted(state):
         digest.update(name.encode())
         digest.update(state[name].detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
-    if backend is not None and (backend.mean is not None or backend.asnorm):
+    if backend is not None and (
+        backend.mean is not None or backend.projection is not None or backend.asnorm
+    ):
         digest.update(backend.identity())
     return digest.hexdigest()[:16]
 
@@ -187,10 +189,11 @@ def parse_onnx_metadata(meta: dict[str, str], path: str | Path) -> dict[str, Any
             f"{path}: implausible metadata (sample_rate {out['sample_rate']}, "
             f"embedding_dim {out['embedding_dim']})"
         )
-    if backend.mean is not None and backend.mean.shape != (out["embedding_dim"],):
-        raise ValueError(f"{path}: back-end mean does not match the embedding dimension")
-    if backend.cohort is not None and backend.cohort.shape[1] != out["embedding_dim"]:
-        raise ValueError(f"{path}: back-end cohort does not match the embedding dimension")
+    if backend.dim not in (None, out["embedding_dim"]):
+        raise ValueError(
+            f"{path}: back-end is for {backend.dim}-dim embeddings, the model gives "
+            f"{out['embedding_dim']}"
+        )
     if not isinstance(out["evaluation"], (dict, type(None))):
         raise ValueError(f"{path}: {ONNX_PREFIX}evaluation must be a mapping")
     out["backend"] = backend

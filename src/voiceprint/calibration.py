@@ -4,8 +4,8 @@
     release(checkpoint, config)              # the same, written into the checkpoint
     recalibrate("model.onnx", user_utts, "mine.onnx")   # `voiceprint calibrate`
 
-* Mean and AS-norm cohort come from the training speakers' embeddings (a cohort of at
-  most ``MAX_COHORT`` speaker means).
+* Mean, LDA projection and AS-norm cohort come from the training speakers' embeddings
+  (a cohort of at most ``MAX_COHORT`` speaker means).
 * The score -> LLR map and the thresholds are fitted on trials of speakers the trainer
   never saw (``data.heldout_share``), in the shape ``verify`` scores them: a speaker model
   from ``k`` enrollment clips against single clips of every speaker of the same corpus
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from voiceprint.scoring import Backend, Decision, ScoreCalibration, Scorer
 log = logging.getLogger(__name__)
 
 MAX_COHORT = 3000  # AS-norm cohort: at most this many training-speaker means
+LDA_RIDGE = 1e-3  # within-speaker covariance + this x its mean eigenvalue x identity
 
 # A false-accept rate needs about 30 non-target errors to be measured to within +-30%
 # with 90% confidence ("rule of 30"); fewer trials than 30 / far draws a warning.
@@ -128,17 +129,59 @@ def score_trial_set(
     return scorer.score_trials(units, [(a, b) for a, b, _ in trial_set.trials])
 
 
+def lda_projection(emb: np.ndarray, speakers: Sequence[str], dim: int) -> np.ndarray:
+    """Linear discriminant analysis of embeddings (N, D) by speaker (N,) -> (D, D).
+
+    The first ``dim`` columns are the directions that maximise between-speaker over
+    within-speaker variance (eigenvectors of ``Sw^-1 Sb``, scaled so that the within-speaker
+    covariance becomes the identity, strongest first); the other columns are zero. With
+    ``dim = D`` it whitens the within-speaker scatter, so cosine after it weighs each
+    direction by how well it separates speakers rather than by its raw variance.
+    ``Sw`` and ``Sb`` are the (ddof 0) within- and between-speaker covariances; ``Sw``
+    gets a ridge of ``LDA_RIDGE`` times its mean eigenvalue, so directions in which the
+    training clips happen not to vary (fewer clips than dimensions) are not blown up.
+    """
+    x = np.asarray(emb, dtype=np.float64)
+    labels = np.asarray(speakers)
+    n, d = x.shape
+    names, inverse = np.unique(labels, return_inverse=True)
+    if not 1 <= dim <= d:
+        raise ValueError(f"LDA dimension must lie in [1, {d}], got {dim}")
+    if len(names) < 2:
+        raise ValueError("LDA needs at least two training speakers")
+    counts = np.bincount(inverse)
+    means = np.zeros((len(names), d))
+    np.add.at(means, inverse, x)
+    means /= counts[:, None]
+    within = x - means[inverse]
+    sw = within.T @ within / n
+    centred = means - x.mean(0)
+    sb = (centred * counts[:, None]).T @ centred / n
+    sw += LDA_RIDGE * np.trace(sw) / d * np.eye(d)
+    values, vectors = np.linalg.eigh(sw)
+    whiten = vectors / np.sqrt(values)
+    _, rotation = np.linalg.eigh(whiten.T @ sb @ whiten)
+    out = np.zeros((d, d))
+    out[:, :dim] = (whiten @ rotation[:, ::-1])[:, :dim]
+    return out
+
+
 def training_stats(
     emb: np.ndarray, speakers: Sequence[str], ecfg: EvalConfig, seed: int = 0
 ) -> Backend:
-    """Mean (``eval.mean_subtract``) and AS-norm cohort (``eval.asnorm_top``) of training
-    embeddings (N, D) with their speakers (N,): one unit mean per speaker, at most
-    ``MAX_COHORT`` of them (a seeded draw)."""
+    """Mean (``eval.mean_subtract``), LDA projection (``eval.lda_dim``, of the centred
+    embeddings) and AS-norm cohort (``eval.asnorm_top``) of training embeddings (N, D)
+    with their speakers (N,): one unit mean per speaker, at most ``MAX_COHORT`` of them
+    (a seeded draw)."""
     backend = Backend()
     if ecfg.mean_subtract:
         backend.mean = emb.mean(0).astype(np.float32)
+    if ecfg.lda_dim > 0:
+        centred = emb if backend.mean is None else emb - backend.mean
+        dim = min(ecfg.lda_dim, emb.shape[1])
+        backend.projection = lda_projection(centred, speakers, dim).astype(np.float32)
     if ecfg.asnorm_top > 0:
-        units = Scorer(Backend(mean=backend.mean)).units(emb)
+        units = Scorer(backend).units(emb)  # centred and projected as scored
         groups: dict[str, list[int]] = {}
         for i, spk in enumerate(speakers):
             groups.setdefault(spk, []).append(i)
@@ -158,7 +201,7 @@ def fit_training_stats(
 ) -> Backend:
     """:func:`training_stats` of the training utterances' embeddings (embedded only when
     the back-end needs them)."""
-    if not (ecfg.mean_subtract or ecfg.asnorm_top > 0):
+    if not (ecfg.mean_subtract or ecfg.lda_dim > 0 or ecfg.asnorm_top > 0):
         return Backend()
     checking = embedder.speech_check
     embedder.speech_check = False  # the trainer's own clips; the check would not change them
@@ -209,14 +252,8 @@ def fit_calibration(
         "act_dcf": metrics.act_dcf(llr[labels], llr[~labels], p_target),
         "p_target": p_target,
     }
-    base = scorer.backend
-    return Backend(
-        mean=base.mean,
-        cohort=base.cohort,
-        asnorm_top=base.asnorm_top,
-        calibration=calibration,
-        decision=decision,
-        provenance=provenance,
+    return replace(
+        scorer.backend, calibration=calibration, decision=decision, provenance=provenance
     )
 
 

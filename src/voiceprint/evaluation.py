@@ -112,7 +112,14 @@ def write_scores(path: Path, trials: list[Trial], scores: np.ndarray) -> Path:
 
 # eval.* settings that change the back-end: with any of them overridden, the back-end is
 # fitted anew from the experiment's prepared lists (train/ and calibration/).
-BACKEND_KEYS = ("mean_subtract", "asnorm_top", "calibrate", "calibration_enroll_utts", "p_target")
+BACKEND_KEYS = (
+    "mean_subtract",
+    "lda_dim",
+    "asnorm_top",
+    "calibrate",
+    "calibration_enroll_utts",
+    "p_target",
+)
 
 # The summary a model carries of its dev-set evaluation (checkpoint "evaluation", ONNX
 # metadata "voiceprint.evaluation").
@@ -331,6 +338,9 @@ def describe(scorer: Scorer) -> dict[str, Any]:
     backend = scorer.backend
     return {
         "mean_subtract": backend.mean is not None,
+        "lda_dim": 0
+        if backend.projection is None
+        else int(np.any(backend.projection != 0, axis=0).sum()),
         "asnorm_top": backend.asnorm_top if backend.asnorm else 0,
         "cohort": 0 if backend.cohort is None else int(backend.cohort.shape[0]),
         "calibrated": scorer.calibrated,

@@ -4,11 +4,11 @@ Every path that turns embeddings into a verdict calls this module: evaluation, t
 embedder, the speaker store, the CLI and the service. It holds the only cosine, the only
 AS-norm, the score -> LLR calibration and the decisions (thresholds) on the LLR.
 
-A model carries its :class:`Backend` (training-embedding mean, AS-norm cohort,
-calibration, default decision, provenance); :class:`Scorer` applies it:
+A model carries its :class:`Backend` (training-embedding mean, LDA projection, AS-norm
+cohort, calibration, default decision, provenance); :class:`Scorer` applies it:
 
     scorer = Scorer(backend)
-    units = scorer.units(embeddings)                 # (N, D) mean-subtracted, unit rows
+    units = scorer.units(embeddings)                 # (N, D) centred, projected, unit rows
     model = scorer.speaker_model(enrollment)         # (D,) from (K, D) enrollment clips
     s = scorer.score(model[None], units)             # (1, N) scores (AS-norm when set)
     llr = scorer.llr(s)                              # calibrated log-likelihood ratios
@@ -454,16 +454,19 @@ def decode_array(value: Mapping[str, Any], name: str) -> np.ndarray:
 class Backend:
     """What a model carries for scoring, saved inside its checkpoint and ONNX file.
 
-    ``mean`` (D,): training-embedding mean, subtracted before cosine. ``cohort`` (K, D):
-    unit-norm speaker means (after mean subtraction) for AS-norm over the ``asnorm_top``
-    best of them. ``calibration``: score -> LLR. ``decision``: the default decision on
-    the LLR, with thresholds at false-accept rates. ``provenance``: where calibration and
-    back-end came from (corpus, speakers, trials, their metrics).
+    ``mean`` (D,): training-embedding mean, subtracted before cosine. ``projection``
+    (D, D): an LDA of the training speakers applied after the mean (``x @ projection``;
+    columns past the kept dimensions are zero, so units keep D dims). ``cohort`` (K, D):
+    unit-norm speaker means (after mean and projection) for AS-norm over the
+    ``asnorm_top`` best of them. ``calibration``: score -> LLR. ``decision``: the default
+    decision on the LLR, with thresholds at false-accept rates. ``provenance``: where
+    calibration and back-end came from (corpus, speakers, trials, their metrics).
     """
 
     mean: np.ndarray | None = None
     cohort: np.ndarray | None = None
     asnorm_top: int = 0
+    projection: np.ndarray | None = None
     calibration: ScoreCalibration | None = None
     decision: Decision | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -478,14 +481,33 @@ class Backend:
                 )
             if self.mean is not None and self.mean.shape[0] != self.cohort.shape[1]:
                 raise ValueError("back-end mean and cohort dimensions differ")
+        if self.projection is not None:
+            p = self.projection
+            if p.ndim != 2 or p.shape[0] != p.shape[1]:
+                raise ValueError(f"projection must be (D, D), got {p.shape}")
+            if self.mean is not None and self.mean.shape[0] != p.shape[0]:
+                raise ValueError("back-end mean and projection dimensions differ")
+            if self.cohort is not None and self.cohort.shape[1] != p.shape[1]:
+                raise ValueError("back-end projection and cohort dimensions differ")
 
     @property
     def asnorm(self) -> bool:
         return self.cohort is not None and self.asnorm_top > 0
 
+    @property
+    def dim(self) -> int | None:
+        """The embedding dimension the back-end was fitted for (None: any)."""
+        for part in (self.mean, self.projection, self.cohort):
+            if part is not None:
+                return int(part.shape[-1])
+        return None
+
     def identity(self) -> bytes:
-        """Bytes that change whenever the scores of stored embeddings would (mean, cohort)."""
+        """Bytes that change whenever the scores of stored embeddings would (mean,
+        projection, cohort)."""
         parts = [b"mean", b"" if self.mean is None else self.mean.astype("<f4").tobytes()]
+        if self.projection is not None:
+            parts += [b"projection", self.projection.astype("<f4").tobytes()]
         if self.asnorm:
             parts += [b"cohort", self.cohort.astype("<f4").tobytes(), b"%d" % self.asnorm_top]
         return b"|".join(parts)
@@ -495,6 +517,7 @@ class Backend:
             "mean": None if self.mean is None else encode_array(self.mean),
             "cohort": None if self.cohort is None else encode_array(self.cohort),
             "asnorm_top": int(self.asnorm_top),
+            "projection": None if self.projection is None else encode_array(self.projection),
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "decision": None if self.decision is None else self.decision.to_dict(),
             "provenance": dict(self.provenance),
@@ -511,10 +534,12 @@ class Backend:
         cohort = values.get("cohort")
         calibration = values.get("calibration")
         decision = values.get("decision")
+        projection = values.get("projection")
         return cls(
             mean=None if mean is None else decode_array(mean, "mean"),
             cohort=None if cohort is None else decode_array(cohort, "cohort"),
             asnorm_top=int(values.get("asnorm_top", 0)),
+            projection=None if projection is None else decode_array(projection, "projection"),
             calibration=None if calibration is None else ScoreCalibration.from_dict(calibration),
             decision=None if decision is None else Decision.from_dict(decision),
             provenance=dict(values.get("provenance") or {}),
@@ -533,7 +558,8 @@ class Match:
 class Scorer:
     """Applies a model's :class:`Backend`: the only code that turns embeddings into scores.
 
-    Scores are cosine similarities of mean-subtracted embeddings, AS-norm-normalised when
+    Scores are cosine similarities of mean-subtracted (and, with a projection, LDA-projected)
+    embeddings, AS-norm-normalised when
     the back-end has a cohort; :meth:`llr` calibrates them. Without a back-end this is
     plain cosine and ``llr(s) == s``.
     """
@@ -550,10 +576,16 @@ class Scorer:
         return self.backend.calibration is not None
 
     def units(self, emb: Any) -> np.ndarray:
-        """Embeddings (N, D) or (D,) -> mean-subtracted, unit-norm rows of the same shape."""
+        """Embeddings (N, D) or (D,) -> mean-subtracted, projected, unit-norm rows of the
+        same shape."""
         x = _to_numpy(emb, "embeddings")
         if self.backend.mean is not None:
             x = mean_subtract(x, self.backend.mean)
+        if self.backend.projection is not None:
+            p = self.backend.projection
+            if x.shape[-1] != p.shape[0]:
+                raise ValueError(f"embeddings have {x.shape[-1]} dims, the projection {p.shape[0]}")
+            x = x @ p.astype(np.float64)
         return length_norm(x)
 
     def speaker_model(self, emb: Any) -> np.ndarray:
