@@ -386,6 +386,7 @@ def rows_of(ctx: Context, result: SystemScores) -> list[Row]:
             )
             act_ci = list(ci["act_dcf"])
         _write_scores(ctx, f"{result.key}_{s.name}", s, scores)
+        floor = None if result.key == "mfcc" else vs_floor(ctx, s, scores)
         figure = README_FIGURES.get(s.name, {}).get(result.key)
         rows.append(
             Row(
@@ -405,6 +406,7 @@ def rows_of(ctx: Context, result: SystemScores) -> list[Row]:
                     "threads": ctx.args.threads,
                     "confusable_pairs": m["confusable_pairs"],
                     "min_dcf_without_top_pair": m["min_dcf_without_top_pair"],
+                    **({"vs_mfcc": floor} if floor else {}),
                     **result.details,
                 },
                 measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -413,10 +415,34 @@ def rows_of(ctx: Context, result: SystemScores) -> list[Row]:
     return rows
 
 
+def vs_floor(ctx: Context, s: EvalSet, scores: np.ndarray) -> dict[str, list[float]] | None:
+    """This system minus the training-free MFCC floor on set ``s``, paired by speaker
+    resample (:func:`voiceprint.metrics.paired_bootstrap`): {"eer": [diff, low, high],
+    "min_dcf": [...]}; None when the floor's scores of these trials are not in
+    ``<work>/scores`` (run ``--only mfcc`` once)."""
+    path = _scores_path(ctx, f"mfcc_{s.name}")
+    if not path.is_file():
+        return None
+    try:
+        floor = read_scores(path, s.trials)
+    except ValueError as err:
+        log.warning("no comparison with the MFCC floor: %s", err)
+        return None
+    spk_a, spk_b = s.trials.speakers()
+    paired = metrics.paired_bootstrap(
+        floor, scores, s.trials.labels, spk_a, spk_b, P_TARGET, ctx.args.bootstrap, seed=42
+    )
+    return {k: list(v) for k, v in paired.items()}
+
+
+def _scores_path(ctx: Context, key: str) -> Path:
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+    return Path(ctx.args.work) / "scores" / f"{name}.txt"
+
+
 def _write_scores(ctx: Context, key: str, s: EvalSet, scores: np.ndarray) -> Path:
     """``<work>/scores/<key>.txt``: ``enroll test score target|nontarget`` per trial."""
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
-    path = Path(ctx.args.work) / "scores" / f"{name}.txt"
+    path = _scores_path(ctx, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_scores(path, s.trials.trials, scores)
 
@@ -432,8 +458,9 @@ def markdown_table(rows: list[Row]) -> str:
     """The rows as a Markdown table (EER in %, with its 95% bootstrap interval)."""
     lines = [
         "| System | EER % [95% CI] | minDCF(0.01) | actual DCF [95% CI] | Training (min) "
-        "| RTF | data README figure |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| RTF | data README figure "
+        "| minus the MFCC floor: EER points [95% CI] / minDCF [95% CI] |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         minutes = "–" if r.training_minutes is None else f"{r.training_minutes:.1f}"
@@ -446,9 +473,17 @@ def markdown_table(rows: list[Row]) -> str:
             if r.act_dcf_ci95:
                 act += f" [{r.act_dcf_ci95[0]:.2f}, {r.act_dcf_ci95[1]:.2f}]"
         rtf = "" if r.rtf is None else f"{r.rtf:.4f}"
+        floor = r.details.get("vs_mfcc")
+        paired = ""
+        if floor:
+            e, d = floor["eer"], floor["min_dcf"]
+            paired = (
+                f"{100 * e[0]:+.2f} [{100 * e[1]:+.2f}, {100 * e[2]:+.2f}] / "
+                f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+            )
         lines.append(
             f"| {r.system} | {_pct(r.eer)} [{_pct(r.eer_ci95[0])}, {_pct(r.eer_ci95[1])}] "
-            f"| {r.min_dcf:.3f} | {act} | {minutes} | {rtf} | {figure} |"
+            f"| {r.min_dcf:.3f} | {act} | {minutes} | {rtf} | {figure} | {paired} |"
         )
     return "\n".join(lines)
 

@@ -259,6 +259,32 @@ def test_read_scores_follows_trial_order(tmp_path: Path) -> None:
         accuracy.read_scores(path, ts)
 
 
+def test_the_floor_comparison_reads_the_floors_scores_and_pairs_them(tmp_path: Path) -> None:
+    """vs_floor: None before the floor has run; then this system minus the floor, the
+    paired interval around it, and the paired column in the table."""
+    from types import SimpleNamespace
+
+    ts = _trial_set(6, 4)
+    labels = ts.labels
+    rng = np.random.default_rng(0)
+    floor_scores = rng.normal(size=labels.size) + 1.0 * labels
+    ctx = SimpleNamespace(args=SimpleNamespace(work=tmp_path, bootstrap=100))
+    s = accuracy.EvalSet("dev", tmp_path, tmp_path, ts, [])
+    better = floor_scores + 2.0 * labels
+    assert accuracy.vs_floor(ctx, s, better) is None
+    accuracy._write_scores(ctx, "mfcc_dev", s, floor_scores)
+    got = accuracy.vs_floor(ctx, s, better)
+    spk_a, spk_b = ts.speakers()
+    expected = metrics.paired_bootstrap(
+        floor_scores, better, labels, spk_a, spk_b, accuracy.P_TARGET, 100, seed=42
+    )
+    assert got == {k: pytest.approx(list(v), abs=1e-6) for k, v in expected.items()}
+    assert got["eer"][0] < 0 and got["eer"][1] <= got["eer"][0] <= got["eer"][2]
+    row = _row("voiceprint x", 0.05)
+    row.details["vs_mfcc"] = {"eer": [-0.0312, -0.05, -0.01], "min_dcf": [-0.2, -0.3, -0.1]}
+    assert "| -3.12 [-5.00, -1.00] / -0.200 [-0.300, -0.100] |" in accuracy.markdown_table([row])
+
+
 def test_write_outputs_merges_rows_of_the_same_trials(tmp_path: Path) -> None:
     out = tmp_path / "acc.json"
     sets = [

@@ -218,6 +218,35 @@ def test_bootstrap_interval_holds_the_eer_on_19900_trials() -> None:
     assert 0 < low < value < high < 0.5
 
 
+def test_paired_bootstrap_of_a_system_against_itself_and_a_better_one() -> None:
+    """Against itself: every difference is 0. A system with the same speaker offsets but
+    less trial noise: the whole-set differences are those of eer() and min_dcf(), and
+    the paired interval lies below 0 although the two separate EER intervals overlap
+    (the shared speaker offsets cancel in the pairing)."""
+    scores, labels, a, b = _trials(20, 10, seed=3)
+    same = metrics.paired_bootstrap(scores, scores, labels, a, b, n_boot=200)
+    assert same == {"eer": (0.0, 0.0, 0.0), "min_dcf": (0.0, 0.0, 0.0)}
+    rng = np.random.default_rng(4)
+    better = scores + 0.35 * labels + 0.3 * rng.normal(size=scores.size)
+    got = metrics.paired_bootstrap(scores, better, labels, a, b, n_boot=300, seed=1)
+    lab = labels == 1
+    eer_x, eer_y = (
+        metrics.eer(scores[lab], scores[~lab])[0],
+        metrics.eer(better[lab], better[~lab])[0],
+    )
+    assert got["eer"][0] == pytest.approx(eer_y - eer_x)
+    dcf_y = metrics.min_dcf(better[lab], better[~lab])[0]
+    assert got["min_dcf"][0] == pytest.approx(dcf_y - metrics.min_dcf(scores[lab], scores[~lab])[0])
+    assert got["eer"][1] <= got["eer"][0] <= got["eer"][2] < 0.0
+    low_x, high_x = metrics.bootstrap_eer(scores, labels, a, b, n_boot=300, seed=1)
+    low_y, high_y = metrics.bootstrap_eer(better, labels, a, b, n_boot=300, seed=1)
+    assert low_x < high_y  # the separate intervals overlap
+    swapped = metrics.paired_bootstrap(better, scores, labels, a, b, n_boot=300, seed=1)
+    assert swapped["eer"] == pytest.approx((-got["eer"][0], -got["eer"][2], -got["eer"][1]))
+    with pytest.raises(ValueError, match="same trials"):
+        metrics.paired_bootstrap(scores[:-1], scores, labels, a, b)
+
+
 def test_lab_doc_worked_example() -> None:
     """The EER example worked by hand in docs/lab.md (section 6, step 5)."""
     value, threshold = metrics.eer([0.9, 0.8, 0.4], [0.7, 0.5, 0.3, 0.2])

@@ -36,6 +36,7 @@ __all__ = [
     "eer",
     "get_eer",
     "min_dcf",
+    "paired_bootstrap",
     "roc",
     "summarize",
     "threshold_at_far",
@@ -465,6 +466,47 @@ def act_dcf(target_llr: ArrayLike, nontarget_llr: ArrayLike, p_target: float = 0
     return (p_target * p_miss + (1.0 - p_target) * p_fa) / min(p_target, 1.0 - p_target)
 
 
+def _resampled_dcfs(
+    scores: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    counts: np.ndarray,
+    p_target: float,
+    accept: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """minDCF (and, given ``accept`` (n,) decisions, actual DCF) of each speaker resample,
+    with the trial weights of :func:`bootstrap_eer` -> two (B,) arrays, NaN for resamples
+    without target or without non-target trials (and for actual DCF without ``accept``)."""
+    order = np.argsort(-scores, kind="stable")
+    s_sorted, a, b = scores[order], a[order], b[order]
+    same = a == b
+    last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
+    accepted = None if accept is None else accept[order]
+    norm = min(p_target, 1.0 - p_target)
+    mins = np.full(counts.shape[0], np.nan)
+    acts = np.full(counts.shape[0], np.nan)
+    for i, c in enumerate(counts.astype(float)):
+        w = np.where(same, c[a], c[a] * c[b])
+        w_tar, w_non = np.where(same, w, 0.0), np.where(same, 0.0, w)
+        total_tar, total_non = w_tar.sum(), w_non.sum()
+        if total_tar == 0 or total_non == 0:
+            continue
+        far = np.cumsum(w_non)[last_of_tie] / total_non  # accept the first p trials
+        frr = 1.0 - np.cumsum(w_tar)[last_of_tie] / total_tar
+        mins[i] = np.r_[p_target, p_target * frr + (1 - p_target) * far].min() / norm
+        if accepted is not None:
+            p_miss = w_tar[~accepted].sum() / total_tar
+            p_fa = w_non[accepted].sum() / total_non
+            acts[i] = (p_target * p_miss + (1 - p_target) * p_fa) / norm
+    return mins, acts
+
+
+def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = 50.0 * (1.0 - confidence)
+    low, high = np.nanpercentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 def bootstrap_dcf(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -482,37 +524,59 @@ def bootstrap_dcf(
     Returns ``{"min_dcf": (low, high)}`` plus ``"act_dcf"`` when ``llr`` (n,) is given.
     """
     s, a, b, counts = _speaker_resamples(scores, labels, spk_a, spk_b, n_boot, seed, confidence)
-    lab = a == b
-    order = np.argsort(-s, kind="stable")
-    s_sorted, same, a, b = s[order], lab[order], a[order], b[order]
-    last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
-    accept_llr = None
+    accept = None
     if llr is not None:
         l_all = _as_scores(llr, "llr")
         if l_all.shape != s.shape:
             raise ValueError(f"llr {l_all.shape} must match scores {s.shape}")
-        accept_llr = l_all[order] >= bayes_threshold(p_target)
-    counts = counts.astype(float)
-    norm = min(p_target, 1.0 - p_target)
-    mins, acts = [], []
-    for c in counts:
-        w = np.where(same, c[a], c[a] * c[b])
-        w_tar, w_non = np.where(same, w, 0.0), np.where(same, 0.0, w)
-        total_tar, total_non = w_tar.sum(), w_non.sum()
-        if total_tar == 0 or total_non == 0:
-            continue
-        far = np.cumsum(w_non)[last_of_tie] / total_non  # accept the first p trials
-        frr = 1.0 - np.cumsum(w_tar)[last_of_tie] / total_tar
-        dcf = np.r_[p_target, p_target * frr + (1 - p_target) * far] / norm
-        mins.append(dcf.min())
-        if accept_llr is not None:
-            p_miss = w_tar[~accept_llr].sum() / total_tar
-            p_fa = w_non[accept_llr].sum() / total_non
-            acts.append((p_target * p_miss + (1 - p_target) * p_fa) / norm)
-    if not mins:
+        accept = l_all >= bayes_threshold(p_target)
+    mins, acts = _resampled_dcfs(s, a, b, counts, p_target, accept)
+    if np.isnan(mins).all():
         raise ValueError("no resample contained both target and non-target trials")
-    tail = 50.0 * (1.0 - confidence)
-    out = {"min_dcf": tuple(float(v) for v in np.percentile(mins, [tail, 100 - tail]))}
-    if acts:
-        out["act_dcf"] = tuple(float(v) for v in np.percentile(acts, [tail, 100 - tail]))
-    return out  # type: ignore[return-value]
+    out = {"min_dcf": _interval(mins, confidence)}
+    if accept is not None:
+        out["act_dcf"] = _interval(acts, confidence)
+    return out
+
+
+def paired_bootstrap(
+    scores_x: ArrayLike,
+    scores_y: ArrayLike,
+    labels: ArrayLike,
+    spk_a: Sequence[object] | np.ndarray,
+    spk_b: Sequence[object] | np.ndarray,
+    p_target: float = 0.01,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, tuple[float, float, float]]:
+    """How much system y beats system x on the same trials, with a paired interval.
+
+    Both systems' scores of each resample of the test speakers (as in
+    :func:`bootstrap_eer`) are weighed with the same draw, so what the two share (which
+    speakers happen to be hard) cancels, and the interval of the difference is much
+    narrower than the two separate intervals suggest. y is clearly better than x when the
+    whole interval lies below zero.
+
+    Returns ``{"eer": (diff, low, high), "min_dcf": (diff, low, high)}``: ``diff`` is
+    y's value minus x's on all trials, ``low``/``high`` the percentile interval of the
+    resampled differences (fractions for EER).
+    """
+    x = _as_scores(scores_x, "scores_x")
+    y, a, b, counts = _speaker_resamples(scores_y, labels, spk_a, spk_b, n_boot, seed, confidence)
+    if x.shape != y.shape:
+        raise ValueError(f"scores_x {x.shape} and scores_y {y.shape} must score the same trials")
+    lab = a == b
+    out = {}
+    eer_diff = _resampled_eers(y, a, b, counts) - _resampled_eers(x, a, b, counts)
+    out["eer"] = (
+        eer(y[lab], y[~lab])[0] - eer(x[lab], x[~lab])[0],
+        *_interval(eer_diff, confidence),
+    )
+    dcf_diff = (
+        _resampled_dcfs(y, a, b, counts, p_target)[0]
+        - _resampled_dcfs(x, a, b, counts, p_target)[0]
+    )
+    whole = min_dcf(y[lab], y[~lab], p_target)[0] - min_dcf(x[lab], x[~lab], p_target)[0]
+    out["min_dcf"] = (whole, *_interval(dcf_diff, confidence))
+    return out
