@@ -69,11 +69,11 @@ TRAINING_ROWS: dict[str, tuple[str, list[str]]] = {
 BACKEND_ROWS: dict[str, tuple[str, list[str]]] = {
     "cosine": (
         "back-end: raw cosine",
-        ["eval.mean_subtract=false", "eval.asnorm_top=0", "eval.calibrate=false"],
+        ["eval.mean_subtract=false", "eval.lda_dim=0", "eval.asnorm_top=0", "eval.calibrate=false"],
     ),
     "mean_sub": (
         "back-end: mean subtraction",
-        ["eval.mean_subtract=true", "eval.asnorm_top=0", "eval.calibrate=false"],
+        ["eval.mean_subtract=true", "eval.lda_dim=0", "eval.asnorm_top=0", "eval.calibrate=false"],
     ),
     "asnorm": (
         "back-end: mean subtraction + AS-norm top 100",

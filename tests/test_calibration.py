@@ -101,6 +101,8 @@ def test_lda_ridge_bounds_directions_the_training_clips_never_vary_in() -> None:
     # The null directions get exactly the ridge's scale: the largest gain there is.
     bound = 1.0 / math.sqrt(calibration.LDA_RIDGE * mean_eig)
     assert np.linalg.norm(projection, 2) == pytest.approx(bound, rel=1e-6)
+    with pytest.raises(ValueError, match="two or more clips"):
+        calibration.lda_projection(x[:3], speakers[::2], 3)  # one clip per speaker
     with pytest.raises(ValueError, match="two training speakers"):
         calibration.lda_projection(x, ["a"] * 6, 3)
     with pytest.raises(ValueError, match="LDA dimension"):
@@ -118,6 +120,9 @@ def test_training_stats_builds_the_cohort_after_the_projection() -> None:
         emb, names, EvalConfig(mean_subtract=True, lda_dim=3, asnorm_top=2)
     )
     assert backend.projection.shape == (6, 6) and not backend.projection[:, 3:].any()
+    # LDA implies centring: without mean_subtract the mean is kept all the same.
+    alone = calibration.training_stats(emb, names, EvalConfig(lda_dim=3))
+    np.testing.assert_allclose(alone.mean, emb.mean(0), atol=1e-5)
     units = Scorer(backend).units(emb)
     expected = length_norm(np.stack([units[speakers == s].mean(0) for s in range(5)]))
     np.testing.assert_allclose(backend.cohort, expected, atol=1e-6)

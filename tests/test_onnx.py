@@ -192,6 +192,33 @@ def test_decision_at_a_false_accept_rate() -> None:
     assert loaded.at_far(10**-1.5).threshold == pytest.approx(0.6)  # halfway in log(far)
 
 
+def test_metadata_refuses_a_back_end_of_another_dimension() -> None:
+    """A projection (or mean, or cohort) fitted for 6-dim embeddings in the metadata of a
+    model that gives 8: refused with the two dimensions named."""
+    from voiceprint.artifact import onnx_metadata, parse_onnx_metadata
+    from voiceprint.scoring import Backend
+
+    def metadata(backend: Backend, dim: int) -> dict[str, str]:
+        return onnx_metadata(
+            model_id="x",
+            sample_rate=16000,
+            embedding_dim=dim,
+            min_samples=400,
+            max_seconds=30.0,
+            vad=False,
+            config=None,
+            backend=backend,
+            evaluation=None,
+        )
+
+    projection = Backend(projection=np.eye(6, dtype=np.float32))
+    assert parse_onnx_metadata(metadata(projection, 6), "m.onnx")["backend"].dim == 6
+    with pytest.raises(ValueError, match="m.onnx: back-end is for 6-dim embeddings.* gives 8"):
+        parse_onnx_metadata(metadata(projection, 8), "m.onnx")
+    with pytest.raises(ValueError, match="6-dim"):
+        parse_onnx_metadata(metadata(Backend(mean=np.zeros(6, np.float32)), 8), "m.onnx")
+
+
 def test_not_an_onnx_model(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")

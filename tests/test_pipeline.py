@@ -141,13 +141,18 @@ def test_errors_are_one_clear_line(
 def test_backend_overrides_refit_the_back_end(trained: Path) -> None:
     from voiceprint.evaluation import evaluate
 
-    overrides = ["eval.mean_subtract=false", "eval.asnorm_top=4", "eval.calibrate=false"]
+    overrides = [
+        "eval.mean_subtract=false",
+        "eval.lda_dim=0",
+        "eval.asnorm_top=4",
+        "eval.calibrate=false",
+    ]
     results = evaluate(trained, overrides=overrides, progress=False)
-    out = trained / "eval" / "mean_subtract=false_asnorm_top=4_calibrate=false"
+    out = trained / "eval" / "mean_subtract=false_lda_dim=0_asnorm_top=4_calibrate=false"
     assert json.loads((out / "results.json").read_text())["eer"] == results["eer"]
     assert results["backend"] == {
         "mean_subtract": False,
-        "lda_dim": 5,
+        "lda_dim": 0,
         "asnorm_top": 4,
         "cohort": 6,
         "calibrated": False,

@@ -7,7 +7,7 @@ with an error naming it. Its dict:
 
     format        int, CHECKPOINT_FORMAT
     model_id      str, stable id of what scores depend on: sha1 of the encoder weights
-                  and of the back-end's mean and cohort; a store refuses embeddings of
+                  and of the back-end's mean, projection and cohort; a store refuses embeddings of
                   another id
     config        the resolved ExperimentConfig as a plain dict (features travel with it)
     feat_dim      int, front-end output dimension
@@ -19,7 +19,7 @@ with an error naming it. Its dict:
     speakers      list[str], training class labels in head order
     history       list[dict], one entry per epoch (epoch, loss, accuracy, lr, seconds)
     backend       dict | None, the scorer's back-end (scoring.Backend.to_dict): mean,
-                  AS-norm cohort, calibration, default decision, provenance
+                  LDA projection, AS-norm cohort, calibration, default decision, provenance
     evaluation    dict | None, the dev-set summary measured through that back-end
 
 The same back-end and evaluation travel in an ONNX file's metadata (``onnx_export``).
@@ -45,7 +45,8 @@ CHECKPOINT_FORMAT = 1
 
 def model_id_of(state: dict[str, torch.Tensor], backend: Backend | None = None) -> str:
     """A short, stable id: sha1 over the weights' names and float32 values and, when
-    given, the back-end's mean and cohort (what the scores of stored embeddings use)."""
+    given, the back-end's mean, projection and cohort (what the scores of stored
+    embeddings use)."""
     import torch
 
     digest = hashlib.sha1()
@@ -202,7 +203,7 @@ def parse_onnx_metadata(meta: dict[str, str], path: str | Path) -> dict[str, Any
 
 def write_backend(model: str | Path, backend: Backend, out: str | Path) -> Path:
     """A copy of the model file ``model`` (checkpoint or ONNX) at ``out`` whose scorer is
-    ``backend``; the weights are untouched. The mean and cohort must stay those of the
+    ``backend``; the weights are untouched. The mean, projection and cohort must stay those of the
     model (its id, and so every enrolled speaker, stays valid)."""
     model, out = Path(model), Path(out)
     if model.suffix.lower() == ".onnx":

@@ -157,6 +157,11 @@ def lda_projection(emb: np.ndarray, speakers: Sequence[str], dim: int) -> np.nda
     sw = within.T @ within / n
     centred = means - x.mean(0)
     sb = (centred * counts[:, None]).T @ centred / n
+    if np.trace(sw) <= 0.0:
+        raise ValueError(
+            "LDA needs speakers with two or more clips: these clips show no "
+            "within-speaker variation"
+        )
     sw += LDA_RIDGE * np.trace(sw) / d * np.eye(d)
     values, vectors = np.linalg.eigh(sw)
     whiten = vectors / np.sqrt(values)
@@ -169,17 +174,18 @@ def lda_projection(emb: np.ndarray, speakers: Sequence[str], dim: int) -> np.nda
 def training_stats(
     emb: np.ndarray, speakers: Sequence[str], ecfg: EvalConfig, seed: int = 0
 ) -> Backend:
-    """Mean (``eval.mean_subtract``), LDA projection (``eval.lda_dim``, of the centred
-    embeddings) and AS-norm cohort (``eval.asnorm_top``) of training embeddings (N, D)
-    with their speakers (N,): one unit mean per speaker, at most ``MAX_COHORT`` of them
+    """Mean (``eval.mean_subtract``, or implied by LDA), LDA projection
+    (``eval.lda_dim``, of the centred embeddings) and AS-norm cohort (``eval.asnorm_top``)
+    of training embeddings (N, D) with their speakers (N,): one unit mean per speaker, at
+    most ``MAX_COHORT`` of them
     (a seeded draw)."""
     backend = Backend()
-    if ecfg.mean_subtract:
+    if ecfg.mean_subtract or ecfg.lda_dim > 0:  # the LDA is of centred embeddings
         backend.mean = emb.mean(0).astype(np.float32)
     if ecfg.lda_dim > 0:
-        centred = emb if backend.mean is None else emb - backend.mean
         dim = min(ecfg.lda_dim, emb.shape[1])
-        backend.projection = lda_projection(centred, speakers, dim).astype(np.float32)
+        projection = lda_projection(emb - backend.mean, speakers, dim)
+        backend.projection = projection.astype(np.float32)
     if ecfg.asnorm_top > 0:
         units = Scorer(backend).units(emb)  # centred and projected as scored
         groups: dict[str, list[int]] = {}

@@ -142,7 +142,7 @@ class EvalConfig:
     mean_subtract: bool = False  # subtract the training-embedding mean before cosine
     asnorm_top: int = 0  # adaptive s-norm with a cohort of training speakers; 0 = off
     # LDA of the training speakers after the mean, before cosine: dimensions kept (capped
-    # at the embedding's; equal to it: within-speaker whitening); 0 = off
+    # at the embedding's; equal to it: within-speaker whitening; implies the mean); 0 = off
     lda_dim: int = 0
     calibrate: bool = False  # fit a score -> LLR calibration on the held-out speakers
     calibration_enroll_utts: int = 1  # clips per speaker model in the calibration trials

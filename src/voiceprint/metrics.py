@@ -382,9 +382,7 @@ def bootstrap_eer(
     eers = _resampled_eers(s, a, b, counts)
     if np.isnan(eers).all():
         raise ValueError("no resample contained both target and non-target trials")
-    tail = 50.0 * (1.0 - confidence)
-    low, high = np.nanpercentile(eers, [tail, 100.0 - tail])
-    return float(low), float(high)
+    return _interval(eers, confidence)
 
 
 def _resampled_eers(
@@ -569,6 +567,8 @@ def paired_bootstrap(
     lab = a == b
     out = {}
     eer_diff = _resampled_eers(y, a, b, counts) - _resampled_eers(x, a, b, counts)
+    if np.isnan(eer_diff).all():
+        raise ValueError("no resample contained both target and non-target trials")
     out["eer"] = (
         eer(y[lab], y[~lab])[0] - eer(x[lab], x[~lab])[0],
         *_interval(eer_diff, confidence),

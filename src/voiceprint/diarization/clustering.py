@@ -1,7 +1,7 @@
 """Stage 4, clustering: window embeddings -> speaker labels, and how many speakers.
 
 Embeddings go through the model's scorer first (:meth:`Scorer.units`: its mean
-subtraction and length normalisation), so the cosine between two windows is the
+subtraction, projection and length normalisation), so the cosine between two windows is the
 model's own score. Two methods, both built on scipy / scikit-learn:
 
 * ``"ahc"``: average-linkage agglomerative clustering, stopped where the two closest
