@@ -228,3 +228,30 @@ def test_open_set_identify_rejects_an_unenrolled_voice(
     for probe in groups[speakers[3]][:3]:
         assert main(["identify", str(probe.path), *common]) == 1
         assert "identified: unknown (among 3 enrolled speaker(s))" in capsys.readouterr().out
+
+
+def test_export_writes_an_int8_copy_calibrated_on_training_clips(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``export --int8-data``: OUT.int8.onnx next to OUT.onnx, calibrated on the training
+    list's clips, with the same model id and back-end, and embeddings that agree with
+    float32 (the cosine it prints and one measured here on the test clips)."""
+    from voiceprint.data.corpus import read_kaldi_dir
+    from voiceprint.embedder import OnnxEmbedder
+    from voiceprint.scoring import verification
+
+    out = tmp_path / "model.onnx"
+    checkpoint = trained / "xvector_gap_softmax_checkpoint.pth"
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out)]
+    assert main([*argv, "--int8-data", str(trained / "data" / "train"), "--int8-clips", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8, calibrated on 8 training clip(s)" in printed
+    assert float(printed.split("cosine to float32 >= ")[1].split()[0]) >= 0.98
+    fp32, int8 = OnnxEmbedder(out), OnnxEmbedder(tmp_path / "model.int8.onnx")
+    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    assert int8.model_id == fp32.model_id
+    assert int8.scorer.backend.identity() == fp32.scorer.backend.identity()
+    paths = [u.path for u in read_kaldi_dir(trained / "data" / "test")][:6]
+    assert verification(fp32.embed_files(paths), int8.embed_files(paths)).min() >= 0.98
+    assert main([*argv, "--int8-data", str(tmp_path / "missing")]) != 0
+    assert "missing has no wav.scp" in capsys.readouterr().err
