@@ -177,8 +177,7 @@ def training_stats(
     """Mean (``eval.mean_subtract``, or implied by LDA), LDA projection
     (``eval.lda_dim``, of the centred embeddings) and AS-norm cohort (``eval.asnorm_top``)
     of training embeddings (N, D) with their speakers (N,): one unit mean per speaker, at
-    most ``MAX_COHORT`` of them
-    (a seeded draw)."""
+    most ``MAX_COHORT`` of them (a seeded draw)."""
     backend = Backend()
     if ecfg.mean_subtract or ecfg.lda_dim > 0:  # the LDA is of centred embeddings
         backend.mean = emb.mean(0).astype(np.float32)

@@ -379,10 +379,7 @@ def bootstrap_eer(
         ``(low, high)`` EER bounds as fractions.
     """
     s, a, b, counts = _speaker_resamples(scores, labels, spk_a, spk_b, n_boot, seed, confidence)
-    eers = _resampled_eers(s, a, b, counts)
-    if np.isnan(eers).all():
-        raise ValueError("no resample contained both target and non-target trials")
-    return _interval(eers, confidence)
+    return _interval(_resampled_eers(s, a, b, counts), confidence)
 
 
 def _resampled_eers(
@@ -500,6 +497,10 @@ def _resampled_dcfs(
 
 
 def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Two-sided percentile interval of resampled values (B,), NaN ones left out;
+    ValueError when every resample was NaN (none had target and non-target trials)."""
+    if np.isnan(values).all():
+        raise ValueError("no resample contained both target and non-target trials")
     tail = 50.0 * (1.0 - confidence)
     low, high = np.nanpercentile(values, [tail, 100.0 - tail])
     return float(low), float(high)
@@ -529,8 +530,6 @@ def bootstrap_dcf(
             raise ValueError(f"llr {l_all.shape} must match scores {s.shape}")
         accept = l_all >= bayes_threshold(p_target)
     mins, acts = _resampled_dcfs(s, a, b, counts, p_target, accept)
-    if np.isnan(mins).all():
-        raise ValueError("no resample contained both target and non-target trials")
     out = {"min_dcf": _interval(mins, confidence)}
     if accept is not None:
         out["act_dcf"] = _interval(acts, confidence)
@@ -567,8 +566,6 @@ def paired_bootstrap(
     lab = a == b
     out = {}
     eer_diff = _resampled_eers(y, a, b, counts) - _resampled_eers(x, a, b, counts)
-    if np.isnan(eer_diff).all():
-        raise ValueError("no resample contained both target and non-target trials")
     out["eer"] = (
         eer(y[lab], y[~lab])[0] - eer(x[lab], x[~lab])[0],
         *_interval(eer_diff, confidence),
