@@ -1,33 +1,53 @@
-"""Training-step time: glibc's default malloc, voiceprint's allocator tuning, and bfloat16.
+"""Training-step time: glibc's default malloc, voiceprint's allocator tuning, bfloat16,
+the compiled encoder, and the step of an earlier commit, side by side.
 
     python benchmarks/train_step.py [--config configs/cpu_best.yaml] [--steps 8] [--threads 2]
-        [override ...]
+        [--baseline-rev 650fd83] [override ...]
 
-Three variants of one step, each in its own child process of this script (the allocator
+Variants of one step, each in its own child process of this script (the allocator
 setting is process-wide), on the same random batch of the config's size (batch_size x
 crop_seconds), with the config's front-end, augmentation, model and loss:
 
 * ``default``: glibc's malloc as it comes, float32;
 * ``tuned``: ``keep_freed_memory()``, float32;
 * ``tuned-bf16``: ``keep_freed_memory()`` and ``train.precision=bf16`` (the encoder trunk
-  autocast to bfloat16; needs a CPU with AVX512-BF16 or AMX to pay off).
+  autocast to bfloat16; needs a CPU with AVX512-BF16 or AMX to pay off);
+* ``tuned-bf16-compiled``: the same with ``train.compile=true`` (the encoder through
+  torch.compile; its compilation happens in the warm-up steps and is timed apart);
+* ``baseline``: ``tuned-bf16`` run by the voiceprint package of ``--baseline-rev`` (a git
+  worktree; the step as it was when the speed issue was filed), so the ratio to today's
+  step is measured in the same run.
 
 It prints the mean wall and CPU seconds per step (after 2 warm-up steps), the kernel
-(system) CPU seconds, and the ratios default / tuned and tuned / tuned-bf16. Extra
-``key=value`` arguments override the config (e.g. ``model.params.channels=512``).
+(system) CPU seconds, and the ratios. Extra ``key=value`` arguments override the config
+(e.g. ``model.params.channels=512``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-VARIANTS = {"default": (False, "fp32"), "tuned": (True, "fp32"), "tuned-bf16": (True, "bf16")}
+REPO = Path(__file__).resolve().parents[1]
+
+# variant -> (allocator tuning, precision, compiled encoder)
+VARIANTS = {
+    "default": (False, "fp32", False),
+    "tuned": (True, "fp32", False),
+    "tuned-bf16": (True, "bf16", False),
+    "tuned-bf16-compiled": (True, "bf16", True),
+    "baseline": (True, "bf16", False),
+}
+BASELINE_REV = "650fd83"  # the tree the speed issue measured
 
 
 def measure(
@@ -38,16 +58,18 @@ def measure(
 
     from voiceprint.allocator import keep_freed_memory
     from voiceprint.config import load_config
-    from voiceprint.training.trainer import TrainingGraph
+    from voiceprint.training import trainer
 
-    tuned, precision = VARIANTS[variant]
+    tuned, precision, compiled = VARIANTS[variant]
     if tuned and not keep_freed_memory():
         raise SystemExit("keep_freed_memory() is not available here (glibc Linux only)")
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     cfg = load_config(config, [*overrides, f"train.precision={precision}"])
     classes = 693
-    graph = TrainingGraph(cfg, classes).train()
+    graph = trainer.TrainingGraph(cfg, classes).train()
+    if compiled and not trainer.compile_encoder(graph.model):
+        raise SystemExit("train.compile needs a C++ compiler")
     optimizer = torch.optim.Adam(graph.parameters(), lr=1e-3)
     samples = int(cfg.train.crop_seconds * cfg.features.sample_rate)
     waves = 0.1 * torch.randn(cfg.train.batch_size, samples)
@@ -59,8 +81,10 @@ def measure(
         loss.backward()
         optimizer.step()
 
+    warm = time.perf_counter()
     for _ in range(2):
         step()
+    warm_up = time.perf_counter() - warm
     before = resource.getrusage(resource.RUSAGE_SELF)
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
@@ -70,6 +94,7 @@ def measure(
         "wall_s": (time.perf_counter() - wall) / steps,
         "cpu_s": (time.process_time() - cpu) / steps,
         "system_s": (after.ru_stime - before.ru_stime) / steps,
+        "warm_up_s": warm_up,
     }
 
 
@@ -78,6 +103,11 @@ def main() -> None:
     parser.add_argument("--config", default="configs/cpu_best.yaml")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--baseline-rev",
+        default=BASELINE_REV,
+        help="also time the step of this commit (a git worktree); '' to skip",
+    )
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args()
@@ -86,22 +116,55 @@ def main() -> None:
         print(json.dumps(result))
         return
     rows = {}
-    for variant in VARIANTS:
-        command = [sys.executable, str(Path(__file__).resolve()), "--child", variant]
-        command += ["--config", args.config, "--steps", str(args.steps)]
-        command += ["--threads", str(args.threads), *args.overrides]
-        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        rows[variant] = json.loads(out.strip().splitlines()[-1])
-        r = rows[variant]
-        print(
-            f"{variant:10s} {r['wall_s']:.3f} s/step wall, {r['cpu_s']:.3f} s CPU "
-            f"({r['system_s']:.3f} s in the kernel)"
-        )
+    with baseline_checkout(args.baseline_rev) as baseline:
+        for variant in VARIANTS:
+            env = dict(os.environ)
+            if variant == "baseline":
+                if baseline is None:
+                    continue
+                env["PYTHONPATH"] = str(baseline / "src")  # that commit's package
+            command = [sys.executable, str(Path(__file__).resolve()), "--child", variant]
+            command += ["--config", args.config, "--steps", str(args.steps)]
+            command += ["--threads", str(args.threads), *args.overrides]
+            out = subprocess.run(
+                command, check=True, capture_output=True, text=True, env=env
+            ).stdout
+            rows[variant] = r = json.loads(out.strip().splitlines()[-1])
+            name = f"baseline ({args.baseline_rev})" if variant == "baseline" else variant
+            print(
+                f"{name:20s} {r['wall_s']:.3f} s/step wall, {r['cpu_s']:.3f} s CPU "
+                f"({r['system_s']:.3f} s in the kernel; warm-up {r['warm_up_s']:.1f} s)",
+                flush=True,
+            )
     setting = f"{args.config} {' '.join(args.overrides)}".strip()
-    allocator = rows["default"]["wall_s"] / rows["tuned"]["wall_s"]
-    bf16 = rows["tuned"]["wall_s"] / rows["tuned-bf16"]["wall_s"]
-    print(f"speed-up default / tuned: {allocator:.2f}x ({setting}, {args.threads} threads)")
-    print(f"speed-up tuned / tuned-bf16: {bf16:.2f}x")
+    wall = {k: r["wall_s"] for k, r in rows.items()}
+    print(
+        f"speed-up default / tuned: {wall['default'] / wall['tuned']:.2f}x ({setting}, "
+        f"{args.threads} threads)"
+    )
+    print(f"speed-up tuned / tuned-bf16: {wall['tuned'] / wall['tuned-bf16']:.2f}x")
+    compiled = wall["tuned-bf16"] / wall["tuned-bf16-compiled"]
+    print(f"speed-up tuned-bf16 / tuned-bf16-compiled: {compiled:.2f}x")
+    if "baseline" in wall:
+        today = wall["baseline"] / wall["tuned-bf16-compiled"]
+        print(f"speed-up baseline ({args.baseline_rev}) / tuned-bf16-compiled: {today:.2f}x")
+
+
+@contextlib.contextmanager
+def baseline_checkout(rev: str) -> Iterator[Path | None]:
+    """A detached git worktree of ``rev`` (removed afterwards), or None for ``""``."""
+    if not rev:
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="voiceprint-train-baseline-"))
+    git = ["git", "-C", str(REPO)]
+    subprocess.run(
+        [*git, "worktree", "add", "--detach", str(folder), rev], check=True, capture_output=True
+    )
+    try:
+        yield folder
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(folder)], capture_output=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ def test_tuple_and_dict_values() -> None:
     config = load_config(None, ["augment.noise_snr_db=[0, 10]", "model.params={channels: 256}"])
     assert config.augment.noise_snr_db == (0.0, 10.0)
     assert config.model.params == {"channels": 256}
+    factors = load_config(None, ["augment.speed_factors=[0.9, 1.1, 1.2]"]).augment.speed_factors
+    assert factors == (0.9, 1.1, 1.2)
+    assert load_config(None, []).augment.speed_factors == (0.9, 1.1)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +38,8 @@ def test_tuple_and_dict_values() -> None:
         ("train.lr=fast", "train.lr: expected a number"),
         ("train.lr=nan", "train.lr: expected a number"),
         ("augment.speed_perturb=3", "expected true/false"),
+        ("augment.speed_factors=1.2", "augment.speed_factors: expected a list"),
+        ("augment.speed_factors=[fast]", "augment.speed_factors: expected a number"),
         ("train", "not of the form"),
     ],
 )

@@ -20,7 +20,7 @@ from voiceprint.artifact import load_checkpoint
 from voiceprint.config import AugmentConfig
 from voiceprint.data import shards as shard_module
 from voiceprint.data.corpus import CorpusError, Utterance, scan_split
-from voiceprint.data.dataset import CropBatches, load_waves, speaker_labels
+from voiceprint.data.dataset import SPEED_FACTORS, CropBatches, load_waves, speaker_labels
 from voiceprint.data.protocol import prepare
 from voiceprint.data.shards import ShardBatches, read_index, slot_shards, write_shards
 from voiceprint.training.trainer import train
@@ -110,7 +110,9 @@ def test_ranks_read_disjoint_utterances(
 def test_epochs_are_seeded_with_workers(sharded: tuple[Path, list]) -> None:
     folder, _ = sharded
     augment = AugmentConfig(noise_prob=0.5, reverb_prob=0.3)
-    batches = ShardBatches(folder, 8, SR, seed=3, workers=2, speed_perturb=True, augment=augment)
+    batches = ShardBatches(
+        folder, 8, SR, seed=3, workers=2, speed_factors=SPEED_FACTORS, augment=augment
+    )
     assert batches.augments and len(batches) == 48 * 3 // 8
     first, again = list(batches.epoch(1)), list(batches.epoch(1))
     other = list(batches.epoch(2))
@@ -166,7 +168,7 @@ def test_speed_perturbed_crops_shift_a_tone(tmp_path: Path) -> None:
     path = tmp_path / "tone.wav"
     sf.write(path, 0.5 * np.sin(2 * np.pi * 1000 * t), SR)
     write_shards([Utterance("u1", "spk", path)], tmp_path / "sh", progress=False)
-    batches = ShardBatches(tmp_path / "sh", 3, SR, speed_perturb=True)
+    batches = ShardBatches(tmp_path / "sh", 3, SR, speed_factors=SPEED_FACTORS)
     assert batches.speakers == ["spk", "spk-sp0.9", "spk-sp1.1"]
     waves, labels = next(iter(batches.epoch(0)))  # one utterance: 3 items, one batch
     assert waves.shape == (3, SR)
@@ -270,3 +272,16 @@ def test_torchrun_two_processes_stream_their_own_shards(
     assert "2 process(es)" in stderr and "epoch 2/2" in stderr
     state = load_checkpoint(tmp_path / "xvector_gap_softmax" / "xvector_gap_softmax_checkpoint.pth")
     assert state["epoch"] == 2 and len(state["speakers"]) == 8
+
+
+def test_shard_speakers_follow_the_speed_factors(tmp_path: Path) -> None:
+    """Each of ``speed_factors`` adds a copy of every speaker, named by its factor, and
+    the crops of an epoch carry every speed's label."""
+    path = tmp_path / "tone.wav"
+    sf.write(path, 0.5 * np.sin(2 * np.pi * 1000 * np.arange(2 * SR) / SR), SR)
+    write_shards([Utterance("u1", "spk", path)], tmp_path / "sh", progress=False)
+    batches = ShardBatches(tmp_path / "sh", 4, SR, speed_factors=(0.9, 1.1, 1.2))
+    assert batches.speakers == ["spk", "spk-sp0.9", "spk-sp1.1", "spk-sp1.2"]
+    assert len(batches) == 1  # one utterance, four speeds, batches of four
+    labels = [int(x) for epoch in range(4) for _, y in batches.epoch(epoch) for x in y]
+    assert set(labels) == {0, 1, 2, 3}

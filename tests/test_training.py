@@ -155,6 +155,48 @@ def test_bfloat16_training_graph_matches_float32() -> None:
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.03)
 
 
+def test_compiled_encoder_trains_as_the_eager_one() -> None:
+    """train.compile: the inductor-compiled encoder gives the eager losses and gradients
+    (float32, to kernel rounding) over three steps, and its state_dict keys do not change,
+    so checkpoints, averaging and export read it as before."""
+    from voiceprint.training.trainer import TrainingGraph, compile_encoder
+
+    base = ["model.name=ecapa_tdnn", "model.pooling=asp", "model.params.channels=32"]
+    base += ["model.embedding_dim=16", "loss.name=aamsoftmax", "features.kind=fbank"]
+    base += ["augment.noise_prob=0", "augment.reverb_prob=0"]
+    waves = 0.1 * torch.randn(4, 8000, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 1])
+    runs = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        graph = TrainingGraph(load_config(None, base), 3).train()
+        keys = list(graph.model.state_dict())
+        if compiled:
+            assert compile_encoder(graph.model)
+        assert list(graph.model.state_dict()) == keys
+        optimizer = torch.optim.SGD(graph.parameters(), lr=0.01)
+        losses = []
+        for _ in range(3):
+            loss, _ = graph(waves, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        runs[compiled] = losses, [p.detach().clone() for p in graph.model.parameters()]
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
+    for compiled_weight, eager_weight in zip(runs[True][1], runs[False][1], strict=True):
+        torch.testing.assert_close(compiled_weight, eager_weight, rtol=1e-2, atol=1e-3)
+
+
+def test_compile_without_a_compiler_trains_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voiceprint.training import trainer
+
+    monkeypatch.setattr(trainer.shutil, "which", lambda name: None)
+    model = torch.nn.Linear(2, 2)
+    assert trainer.compile_encoder(model) is False
+    assert model._compiled_call_impl is None  # not compiled
+
+
 def test_unknown_precision_is_refused() -> None:
     from voiceprint.training.trainer import TrainingGraph
 

@@ -98,7 +98,8 @@ class AugmentConfig:
     noise_snr_db: tuple[float, float] = (5.0, 20.0)
     babble_prob: float = 0.0
     reverb_prob: float = 0.0  # synthetic room impulse responses
-    speed_perturb: bool = False  # 0.9/1.1 copies of every training speaker as new speakers
+    speed_perturb: bool = False  # speed-changed copies of every training speaker as new speakers
+    speed_factors: tuple[float, ...] = (0.9, 1.1)  # their factors (> 1: faster, higher voice)
     specaugment: bool = False
     spec_time_masks: int = 1
     spec_time_width: int = 10
@@ -126,6 +127,7 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 = leave torch's default
     workers: int = 2  # DataLoader workers reading data.shards (0: in the training process)
     precision: str = "fp32"  # fp32 | bf16: autocast the encoder trunk to bfloat16
+    compile: bool = False  # torch.compile the encoder (inductor; needs a C++ compiler)
     log_every: int = 0  # 0 = a log line per epoch only
     finetune_epochs: int = 0  # large-margin fine-tuning on longer crops after the main run
     finetune_crop_seconds: float = 4.0
@@ -204,6 +206,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{where}: cannot be {value!r}")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list of values, got {value!r}")
+        return tuple(_coerce(v, args[0], where) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")

@@ -43,7 +43,6 @@ from voiceprint import audio
 from voiceprint.config import AugmentConfig
 from voiceprint.data.corpus import CorpusError, Utterance
 from voiceprint.data.dataset import (
-    SPEED_FACTORS,
     random_crop,
     speed_perturbed_names,
     stream_seed,
@@ -225,10 +224,10 @@ def slot_shards(
 class ShardBatches(torch.utils.data.IterableDataset):
     """Epochs of random-crop batches from a shard folder: (waves (B, N), labels (B,)).
 
-    Labels index :attr:`speakers`: the index's speakers, then, with ``speed_perturb``,
-    the 0.9x and 1.1x copies of each as new speakers (as
+    Labels index :attr:`speakers`: the index's speakers, then their copies at each of
+    ``speed_factors`` as new speakers (as
     :func:`voiceprint.data.dataset.add_speed_perturbed_speakers` names them). Every
-    utterance yields one item per speed (1 + 2 with ``speed_perturb``). ``augment``
+    utterance yields one item per speed (1 + len(speed_factors)). ``augment``
     (wave noise, babble and reverberation, :class:`voiceprint.data.augment.WaveAugmenter`)
     is applied in the workers; ``augments`` says so, for the trainer.
     """
@@ -243,7 +242,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         workers: int = 0,
-        speed_perturb: bool = False,
+        speed_factors: Sequence[float] = (),
         augment: AugmentConfig | None = None,
         shuffle_buffer: int = SHUFFLE_BUFFER,
     ) -> None:
@@ -254,7 +253,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         self.batch_size, self.crop_samples = batch_size, crop_samples
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.workers, self.shuffle_buffer = workers, shuffle_buffer
-        self.factors: tuple[float, ...] = (1.0, *SPEED_FACTORS) if speed_perturb else (1.0,)
+        self.factors: tuple[float, ...] = (1.0, *speed_factors)
         self.augment_config = augment
         base = self.index.speakers
         self.speakers = base + speed_perturbed_names(base, self.factors[1:])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections import deque
 from pathlib import Path
@@ -127,6 +128,19 @@ class TrainingGraph(nn.Module):
         return self.head(embeddings.float(), labels)
 
 
+def compile_encoder(model: nn.Module) -> bool:
+    """Compile ``model`` in place with torch.compile (inductor), one static graph per crop
+    length; its state_dict keys do not change. The front-end (FFT) and the loss (a margin
+    that changes by epoch) stay eager. Returns False, with a warning, where no C++
+    compiler is found: inductor's CPU kernels need one."""
+    if not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+        log.warning("train.compile: no C++ compiler (c++, g++, clang++) found; training eagerly")
+        return False
+    model.compile(dynamic=False)
+    log.info("train.compile: the encoder compiles on its first step of each crop length")
+    return True
+
+
 def learning_rate(cfg: TrainConfig, epoch: float) -> float:
     """Learning rate at a fractional epoch: linear warm-up, then cosine/step/constant.
 
@@ -215,7 +229,7 @@ class Trainer:
                 rank=self.dist.rank,
                 world_size=self.dist.world_size,
                 workers=cfg.train.workers,
-                speed_perturb=cfg.augment.speed_perturb,
+                speed_factors=cfg.augment.speed_factors if cfg.augment.speed_perturb else (),
                 augment=cfg.augment,
             )
             if shards.sample_rate != cfg.features.sample_rate:
@@ -230,7 +244,7 @@ class Trainer:
         waves = load_waves(utts, cfg.features.sample_rate, progress=show)
         if cfg.augment.speed_perturb:
             waves, labels, speakers = add_speed_perturbed_speakers(
-                waves, labels, speakers, progress=show
+                waves, labels, speakers, cfg.augment.speed_factors, progress=show
             )
         batches = CropBatches(
             waves,
@@ -259,6 +273,8 @@ class Trainer:
         batches, speakers = self._data()
         graph = TrainingGraph(cfg, len(speakers), augment_waves=not batches.augments)
         graph = graph.to(info.device)
+        if tcfg.compile:
+            compile_encoder(graph.model)
         optimizer = _optimizer(graph, tcfg)
         start_epoch, history = 0, []
         recent: deque[dict[str, torch.Tensor]] = deque(maxlen=max(tcfg.average_last, 1))
