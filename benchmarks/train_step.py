@@ -52,10 +52,11 @@ BASELINE_REV = "650fd83"  # the tree the speed issue measured
 
 def measure(
     config: str, overrides: list[str], steps: int, threads: int, variant: str
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """Run ``steps`` training steps in this process; mean seconds per step."""
     import torch
 
+    import voiceprint
     from voiceprint.allocator import keep_freed_memory
     from voiceprint.config import load_config
     from voiceprint.training import trainer
@@ -95,6 +96,7 @@ def measure(
         "cpu_s": (time.process_time() - cpu) / steps,
         "system_s": (after.ru_stime - before.ru_stime) / steps,
         "warm_up_s": warm_up,
+        "package": str(Path(voiceprint.__file__).parent),
     }
 
 
@@ -108,6 +110,11 @@ def main() -> None:
         default=BASELINE_REV,
         help="also time the step of this commit (a git worktree); '' to skip",
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated variants to run (default: all)",
+    )
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args()
@@ -117,7 +124,9 @@ def main() -> None:
         return
     rows = {}
     with baseline_checkout(args.baseline_rev) as baseline:
-        for variant in VARIANTS:
+        for variant in args.variants.split(","):
+            if variant not in VARIANTS:
+                raise SystemExit(f"--variants: unknown {variant!r}; valid: {', '.join(VARIANTS)}")
             env = dict(os.environ)
             if variant == "baseline":
                 if baseline is None:
@@ -130,7 +139,11 @@ def main() -> None:
                 command, check=True, capture_output=True, text=True, env=env
             ).stdout
             rows[variant] = r = json.loads(out.strip().splitlines()[-1])
-            name = f"baseline ({args.baseline_rev})" if variant == "baseline" else variant
+            name = variant
+            if variant == "baseline":
+                name = f"baseline ({args.baseline_rev})"
+                if not r["package"].startswith(str(baseline)):
+                    raise SystemExit(f"the baseline ran {r['package']}, not {baseline}")
             print(
                 f"{name:20s} {r['wall_s']:.3f} s/step wall, {r['cpu_s']:.3f} s CPU "
                 f"({r['system_s']:.3f} s in the kernel; warm-up {r['warm_up_s']:.1f} s)",
@@ -138,16 +151,16 @@ def main() -> None:
             )
     setting = f"{args.config} {' '.join(args.overrides)}".strip()
     wall = {k: r["wall_s"] for k, r in rows.items()}
-    print(
-        f"speed-up default / tuned: {wall['default'] / wall['tuned']:.2f}x ({setting}, "
-        f"{args.threads} threads)"
-    )
-    print(f"speed-up tuned / tuned-bf16: {wall['tuned'] / wall['tuned-bf16']:.2f}x")
-    compiled = wall["tuned-bf16"] / wall["tuned-bf16-compiled"]
-    print(f"speed-up tuned-bf16 / tuned-bf16-compiled: {compiled:.2f}x")
-    if "baseline" in wall:
-        today = wall["baseline"] / wall["tuned-bf16-compiled"]
-        print(f"speed-up baseline ({args.baseline_rev}) / tuned-bf16-compiled: {today:.2f}x")
+    ratios = [
+        ("default", "tuned", ""),
+        ("tuned", "tuned-bf16", ""),
+        ("tuned-bf16", "tuned-bf16-compiled", ""),
+        ("baseline", "tuned-bf16-compiled", f" (baseline: {args.baseline_rev})"),
+    ]
+    for slow, fast, note in ratios:
+        if slow in wall and fast in wall:
+            print(f"speed-up {slow} / {fast}: {wall[slow] / wall[fast]:.2f}x{note}")
+    print(f"({setting}, {args.threads} threads)")
 
 
 @contextlib.contextmanager
