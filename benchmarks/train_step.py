@@ -132,12 +132,16 @@ def main() -> None:
                 if baseline is None:
                     continue
                 env["PYTHONPATH"] = str(baseline / "src")  # that commit's package
+            config = args.config
+            if variant == "baseline" and (baseline / args.config).is_file():
+                config = str(baseline / args.config)  # the recipe as that commit had it
             command = [sys.executable, str(Path(__file__).resolve()), "--child", variant]
-            command += ["--config", args.config, "--steps", str(args.steps)]
+            command += ["--config", config, "--steps", str(args.steps)]
             command += ["--threads", str(args.threads), *args.overrides]
-            out = subprocess.run(
-                command, check=True, capture_output=True, text=True, env=env
-            ).stdout
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
+            if done.returncode:
+                raise SystemExit(f"{variant} failed:\n{done.stderr[-2000:]}")
+            out = done.stdout
             rows[variant] = r = json.loads(out.strip().splitlines()[-1])
             name = variant
             if variant == "baseline":
