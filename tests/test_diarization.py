@@ -29,9 +29,10 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "src/voiceprint/assets/def
 VOICES = ("ann", "ben", "cat", "dan")
 # The shipped model's calibration is for real speech. Synthetic voices sound more alike
 # to it: other voices reach LLRs of 2-6 between clusters and up to 9 against an
-# enrolled voice (the voice itself: 10-11), so these tests stop AHC at LLR 3 and name
+# enrolled voice (the voice itself: 10-11), so these tests stop AHC at LLR 4 (the shipped
+# model of 2026-12-03 merges two voices at 3 and splits one at 5) and name
 # speakers at a manual threshold of 8 (both measured on these voices).
-SYNTH_STOP_LLR = 3.0
+SYNTH_STOP_LLR = 4.0
 SYNTH_NAMING = Decision(8.0, "manual")
 
 
