@@ -74,6 +74,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(REPO))
 
+from benchmarks.worktree import baseline_checkout  # noqa: E402
 from voiceprint import audio  # noqa: E402
 from voiceprint.allocator import keep_freed_memory  # noqa: E402
 from voiceprint.config import DataConfig  # noqa: E402
@@ -519,27 +520,6 @@ def service_rows(args: argparse.Namespace, deployed: Path) -> list[dict]:
                         result["errors"] or 0,
                     )
     return rows
-
-
-@contextlib.contextmanager
-def baseline_checkout(rev: str) -> Iterator[Path | None]:
-    """A detached git worktree of ``rev`` (removed afterwards), or None for ``""``."""
-    if not rev:
-        yield None
-        return
-    folder = Path(tempfile.mkdtemp(prefix="voiceprint-baseline-"))
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), rev],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield folder
-    finally:
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(folder)],
-            capture_output=True,
-        )
 
 
 # ----------------------------------------------------------------------------- report

@@ -26,18 +26,19 @@ It prints the mean wall and CPU seconds per step (after 2 warm-up steps), the ke
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.worktree import baseline_checkout  # noqa: E402
 
 # variant -> (allocator tuning, precision, compiled encoder)
 VARIANTS = {
@@ -127,14 +128,13 @@ def main() -> None:
         for variant in args.variants.split(","):
             if variant not in VARIANTS:
                 raise SystemExit(f"--variants: unknown {variant!r}; valid: {', '.join(VARIANTS)}")
-            env = dict(os.environ)
+            env, config = dict(os.environ), args.config
             if variant == "baseline":
                 if baseline is None:
                     continue
                 env["PYTHONPATH"] = str(baseline / "src")  # that commit's package
-            config = args.config
-            if variant == "baseline" and (baseline / args.config).is_file():
-                config = str(baseline / args.config)  # the recipe as that commit had it
+                if (baseline / args.config).is_file():
+                    config = str(baseline / args.config)  # the recipe as that commit had it
             command = [sys.executable, str(Path(__file__).resolve()), "--child", variant]
             command += ["--config", config, "--steps", str(args.steps)]
             command += ["--threads", str(args.threads), *args.overrides]
@@ -165,23 +165,6 @@ def main() -> None:
         if slow in wall and fast in wall:
             print(f"speed-up {slow} / {fast}: {wall[slow] / wall[fast]:.2f}x{note}")
     print(f"({setting}, {args.threads} threads)")
-
-
-@contextlib.contextmanager
-def baseline_checkout(rev: str) -> Iterator[Path | None]:
-    """A detached git worktree of ``rev`` (removed afterwards), or None for ``""``."""
-    if not rev:
-        yield None
-        return
-    folder = Path(tempfile.mkdtemp(prefix="voiceprint-train-baseline-"))
-    git = ["git", "-C", str(REPO)]
-    subprocess.run(
-        [*git, "worktree", "add", "--detach", str(folder), rev], check=True, capture_output=True
-    )
-    try:
-        yield folder
-    finally:
-        subprocess.run([*git, "worktree", "remove", "--force", str(folder)], capture_output=True)
 
 
 if __name__ == "__main__":

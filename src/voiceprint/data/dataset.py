@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from voiceprint import audio
+from voiceprint.config import AugmentConfig
 from voiceprint.data.corpus import Utterance
 
 
@@ -33,8 +34,9 @@ def speaker_labels(utts: Sequence[Utterance]) -> tuple[list[str], np.ndarray]:
     return speakers, np.array([index[u.speaker] for u in utts], dtype=np.int64)
 
 
-# Speed perturbation's copies of every training speaker, as new speakers (the field's 0.9/1.1).
-SPEED_FACTORS: tuple[float, ...] = (0.9, 1.1)
+# Speed perturbation's copies of every training speaker, as new speakers: the config's
+# default (the field's 0.9/1.1), one literal for both.
+SPEED_FACTORS: tuple[float, ...] = AugmentConfig.speed_factors
 
 
 def stream_seed(seed: int, rank: int, epoch: int, stream: int) -> int:
