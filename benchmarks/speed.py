@@ -485,7 +485,7 @@ def cli_rows(args: argparse.Namespace, deployed: Path, clips: list, tmp: Path) -
 def service_rows(args: argparse.Namespace, deployed: Path) -> list[dict]:
     """req/s at each concurrency, batching on and off, with service_load's machinery;
     with ``--baseline-rev``, also the service of that commit (a git worktree) serving the
-    float32 model file, side by side in the same run."""
+    float32 model file (or ``--baseline-model``), side by side in the same run."""
     import httpx
 
     from benchmarks import service_load
@@ -495,7 +495,10 @@ def service_rows(args: argparse.Namespace, deployed: Path) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp, baseline_checkout(args.baseline_rev) as base:
         runs = [("on", 16, deployed, None), ("off", 1, deployed, None)]
         if base is not None:
-            runs.append((f"baseline {args.baseline_rev}", 16, args.model, base / "src"))
+            label = f"baseline {args.baseline_rev}"
+            if args.baseline_model:
+                label += f" serving {args.baseline_model}"
+            runs.append((label, 16, args.baseline_model or args.model, base / "src"))
         for batching, max_batch, model, pythonpath in runs:
             log.info("service %s: starting voiceprint serve --max-batch %d", batching, max_batch)
             db = Path(tmp) / f"s{len(rows)}.db"
@@ -728,6 +731,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=BASELINE_REV,
         help=f"git commit whose service runs side by side (default {BASELINE_REV}, "
         "before the speed work; '' to skip)",
+    )
+    parser.add_argument(
+        "--baseline-model",
+        type=Path,
+        help="the float32 file the baseline's service serves (default: --model); for a "
+        "model whose metadata that commit cannot read, a file of the same architecture "
+        "it can (e.g. the previous shipped file, from git show)",
     )
     parser.add_argument("--work", type=Path, default=REPO / "exp" / "bench_speed")
     parser.add_argument(
