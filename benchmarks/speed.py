@@ -406,7 +406,7 @@ def eer_rows(
         started = time.perf_counter()
         emb.vad = emb.config.eval.vad
         emb.refuse_no_speech = False  # as evaluate: score every trial
-        scores, _ = score_test_set(emb, emb.scorer, test, progress=False)
+        scores = score_test_set(emb, emb.scorer, test, progress=False).scores
         res = metrics.summarize(scores[labels], scores[~labels], p_target=emb.config.eval.p_target)
         rows.append(
             {

@@ -32,7 +32,7 @@ from voiceprint.data.corpus import Utterance, by_speaker, read_kaldi_dir
 from voiceprint.data.protocol import corpus_of, enroll_trials, pair_trials
 from voiceprint.embedder import Embedder
 from voiceprint.metrics import bayes_threshold
-from voiceprint.scoring import Backend, Decision, ScoreCalibration, Scorer
+from voiceprint.scoring import Backend, Decision, ScoreCalibration, Scorer, trial_quality
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,20 @@ class TrialSet:
 
     def labels(self) -> np.ndarray:
         return np.array([t for _, _, t in self.trials], dtype=bool)
+
+    def side_seconds(self, speech_by_utt: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Net speech (s) of each trial's two sides: the speaker model's clips summed, and
+        the test clip."""
+        model_seconds = {m: sum(speech_by_utt[i] for i in ids) for m, ids in self.enroll.items()}
+        return (
+            np.array([model_seconds[a] for a, _, _ in self.trials]),
+            np.array([speech_by_utt[b] for _, b, _ in self.trials]),
+        )
+
+    def test_corpora(self, corpora: Sequence[str]) -> np.ndarray:
+        """The corpus of each trial's test clip ("" where ids carry no corpus prefix)."""
+        spk = {u.utt: u.speaker for u in self.utts}
+        return np.array([corpus_of(spk[b], list(corpora)) for _, b, _ in self.trials])
 
     def speakers(self) -> tuple[np.ndarray, np.ndarray]:
         """The speaker on each side of each trial."""
@@ -224,13 +238,37 @@ def fit_calibration(
     p_target: float,
     source: dict[str, Any],
     far: float | None = None,
+    *,
+    speech_by_utt: dict[str, float] | None = None,
+    corpora: Sequence[str] = (),
+    far_per_corpus: bool = False,
+    min_speech_seconds: float = 0.0,
 ) -> Backend:
     """A copy of ``scorer``'s back-end with calibration, decision and provenance fitted
-    on ``trial_set``; warns when it has too few non-target trials for ``far``."""
+    on ``trial_set``; warns when it has too few non-target trials for ``far``.
+
+    With ``speech_by_utt`` (net speech per clip, s) the calibration is quality-aware
+    (:func:`voiceprint.scoring.trial_quality` of each trial's two sides). With
+    ``far_per_corpus`` the thresholds at false-accept rates are the strictest of the
+    corpora's (by the test clip's ``corpora`` prefix). ``min_speech_seconds`` goes into
+    the decision: trials with less speech on a side are answered "not enough speech".
+    """
     scores = score_trial_set(scorer, trial_set, emb_by_utt)
     labels = trial_set.labels()
-    calibration = ScoreCalibration().fit(scores[labels], scores[~labels], p_target=p_target)
-    llr = calibration.llr(scores)
+    enroll_s = test_s = None
+    if speech_by_utt is not None:
+        enroll_s, test_s = trial_set.side_seconds(speech_by_utt)
+        quality = trial_quality(enroll_s, test_s)
+        calibration = ScoreCalibration().fit(
+            scores[labels],
+            scores[~labels],
+            p_target=p_target,
+            target_quality=quality[labels],
+            nontarget_quality=quality[~labels],
+        )
+    else:
+        calibration = ScoreCalibration().fit(scores[labels], scores[~labels], p_target=p_target)
+    llr = Scorer(replace(scorer.backend, calibration=calibration)).llr(scores, enroll_s, test_s)
     n_non = int((~labels).sum())
     if far is not None and far * n_non < RULE_OF_30:
         warnings.warn(
@@ -240,8 +278,19 @@ def fit_calibration(
             SmallCalibrationSetWarning,
             stacklevel=2,
         )
+    groups = trial_set.test_corpora(corpora)[~labels] if far_per_corpus else None
+    # Thresholds are measured on trials a decision answers (enough speech on both sides).
+    answered = np.ones(len(scores), dtype=bool)
+    if min_speech_seconds > 0 and enroll_s is not None:
+        answered = (enroll_s >= min_speech_seconds) & (test_s >= min_speech_seconds)
+    non_answered = answered[~labels]
     decision = Decision.from_scores(
-        bayes_threshold(p_target), llr[~labels], rule="bayes", p_target=p_target
+        bayes_threshold(p_target),
+        llr[~labels][non_answered],
+        rule="bayes",
+        p_target=p_target,
+        groups=None if groups is None else groups[non_answered],
+        min_speech_seconds=min_speech_seconds,
     )
     if far is not None:
         decision = decision.at_far(far)
@@ -256,6 +305,8 @@ def fit_calibration(
         "min_dcf": summary["min_dcf"],
         "act_dcf": metrics.act_dcf(llr[labels], llr[~labels], p_target),
         "p_target": p_target,
+        "quality_aware": speech_by_utt is not None,
+        "far_per_corpus": groups is not None,
     }
     return replace(
         scorer.backend, calibration=calibration, decision=decision, provenance=provenance
@@ -265,8 +316,18 @@ def fit_calibration(
 def embed_by_utt(
     embedder: Embedder, utts: Sequence[Utterance], progress: bool
 ) -> dict[str, np.ndarray]:
-    emb = embedder.embed_files([u.path for u in utts], progress=progress)
-    return {u.utt: emb[i] for i, u in enumerate(utts)}
+    return embed_measured_by_utt(embedder, utts, progress)[0]
+
+
+def embed_measured_by_utt(
+    embedder: Embedder, utts: Sequence[Utterance], progress: bool
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each clip's embedding (D,) and net speech (s), by utterance id."""
+    emb, seconds = embedder.embed_files_measured([u.path for u in utts], progress=progress)
+    return (
+        {u.utt: emb[i] for i, u in enumerate(utts)},
+        {u.utt: float(seconds[i]) for i, u in enumerate(utts)},
+    )
 
 
 def fit_backend(
@@ -288,14 +349,24 @@ def fit_backend(
             log.warning("eval.calibrate is on but no speakers were held out: not calibrated")
         return backend
     trial_set = enroll_style_trials(heldout, ecfg.calibration_enroll_utts, corpora)
-    emb = embed_by_utt(embedder, heldout, progress)
+    emb, speech = embed_measured_by_utt(embedder, heldout, progress)
     info = {
         "kind": "held-out training speakers",
         "enroll_utts": ecfg.calibration_enroll_utts,
         "corpora": sorted({corpus_of(u.speaker, list(corpora)) for u in heldout} - {""}),
         **(source or {}),
     }
-    fitted = fit_calibration(Scorer(backend), trial_set, emb, ecfg.p_target, info)
+    fitted = fit_calibration(
+        Scorer(backend),
+        trial_set,
+        emb,
+        ecfg.p_target,
+        info,
+        speech_by_utt=speech if ecfg.quality_calibration else None,
+        corpora=corpora,
+        far_per_corpus=ecfg.far_per_corpus,
+        min_speech_seconds=ecfg.min_speech_seconds,
+    )
     log.info(
         "calibrated on %d held-out speakers (%d target, %d non-target trials): EER %.2f%%, "
         "minDCF %.3f, actual DCF %.3f",

@@ -36,6 +36,10 @@ class DataConfig:
     # Training speakers drawn per corpus (name -> count, 0 = all of it); the corpora not
     # named share what is left of train_speakers. Empty: one draw over all corpora.
     corpus_speakers: dict[str, int] = field(default_factory=dict)
+    # How each corpus is sampled in an epoch: its share of the crops is proportional to
+    # (its utterances)^power. 1 = every utterance once; 0 = every corpus equally; 0.5
+    # lets the small corpora count without repeating them many times over.
+    corpus_sampling_power: float = 1.0
     heldout_share: float = 0.0  # training speakers held out (never trained on) for calibration
     kaldi_dir: str | None = None  # alternative: a Kaldi data folder (wav.scp + utt2spk) to train on
     # A shard folder ('voiceprint shard'): training streams it through train.workers
@@ -100,6 +104,10 @@ class AugmentConfig:
     reverb_prob: float = 0.0  # synthetic room impulse responses
     speed_perturb: bool = False  # speed-changed copies of every training speaker as new speakers
     speed_factors: tuple[float, ...] = (0.9, 1.1)  # their factors (> 1: faster, higher voice)
+    # Telephone channel: band-limited through 8 kHz and G.711 mu-law coded, per item
+    telephone_prob: float = 0.0
+    gain_prob: float = 0.0  # recording level: a random gain in gain_db (peak kept below 1)
+    gain_db: tuple[float, float] = (-20.0, 6.0)
     specaugment: bool = False
     spec_time_masks: int = 1
     spec_time_width: int = 10
@@ -114,6 +122,9 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     crop_seconds: float = 2.0
+    # Short inputs: this share of the batches is cropped to short_crop_seconds instead
+    short_crop_share: float = 0.0
+    short_crop_seconds: float = 1.0
     optimizer: str = "adamw"  # adamw (decoupled weight decay) | adam (L2 in the gradient) | sgd
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -148,6 +159,13 @@ class EvalConfig:
     lda_dim: int = 0
     calibrate: bool = False  # fit a score -> LLR calibration on the held-out speakers
     calibration_enroll_utts: int = 1  # clips per speaker model in the calibration trials
+    # Quality-aware calibration: the LLR also depends on the net speech of both sides
+    quality_calibration: bool = False
+    # Thresholds at false-accept rates hold on every calibration corpus (the strictest
+    # corpus' threshold at each rate), not only on their mixture
+    far_per_corpus: bool = False
+    # Below this net speech (s) on either side a decision answers "not enough speech"
+    min_speech_seconds: float = 0.0
     vad: bool = False  # trim non-speech (silero-vad) before embedding, in every inference path
     p_target: float = 0.01
     bootstrap: int = 1000  # resamples over test speakers for the EER confidence interval

@@ -128,21 +128,28 @@ class Embedder:
         return wave
 
     def speech(self, wave: np.ndarray, name: str = "waveform") -> np.ndarray:
-        """The part of a 16 kHz wave (N,) that the model embeds.
+        """The part of a 16 kHz wave (N,) that the model embeds (see :meth:`measured`)."""
+        return self.measured(wave, name)[0]
+
+    def measured(self, wave: np.ndarray, name: str = "waveform") -> tuple[np.ndarray, float]:
+        """The part of a 16 kHz wave (N,) that the model embeds, and its net speech (s).
 
         Speech activity detection (:mod:`voiceprint.vad`) always checks the input: no
-        speech raises :class:`vad.NoSpeechError` naming ``name``, less net speech than
-        ``MIN_SPEECH_SECONDS`` (or the model's minimum) warns. When the model was
+        speech raises :class:`vad.NoSpeechError` naming ``name`` (or, where clips without
+        speech are not refused, embeds the wave whole with 0 s of speech), less net speech
+        than ``MIN_SPEECH_SECONDS`` (or the model's minimum) warns. When the model was
         evaluated with trimming (``vad``), the non-speech parts are cut out; otherwise the
-        wave is embedded whole. Then the ``max_seconds`` crop applies.
+        wave is embedded whole. Then the ``max_seconds`` crop applies. Without the speech
+        check the net speech is the wave's duration.
         """
         from voiceprint import vad
 
         wave = np.asarray(wave, dtype=np.float32)
+        seconds = len(wave) / self.sample_rate
         if self.speech_check or self.vad:
             minimum = max(self.min_samples / self.sample_rate, MIN_SPEECH_SECONDS)
             try:
-                trimmed = vad.trim(
+                found = vad.checked_speech(
                     wave,
                     self.sample_rate,
                     name=name,
@@ -154,10 +161,11 @@ class Embedder:
                     raise
                 log.warning("%s: embedded whole", err)
                 self.no_speech.append(name)
-                trimmed = wave
+                return self._crop(wave), 0.0
+            seconds = found.speech_seconds
             if self.vad:
-                wave = trimmed
-        return self._crop(wave)
+                wave = vad.join_regions(wave, found)
+        return self._crop(wave), seconds
 
     # Every inference path checks for speech (tests on synthetic tones may switch it off)
     # and refuses input without any. Evaluation embeds such clips whole instead, so that
@@ -232,8 +240,15 @@ class Embedder:
 
     def embed(self, wave: np.ndarray, sr: int, name: str = "waveform") -> np.ndarray:
         """One waveform (N,) or (N, C) at rate ``sr`` -> embedding (D,)."""
+        return self.embed_measured(wave, sr, name)[0]
+
+    def embed_measured(
+        self, wave: np.ndarray, sr: int, name: str = "waveform"
+    ) -> tuple[np.ndarray, float]:
+        """One waveform (N,) or (N, C) at rate ``sr`` -> (embedding (D,), net speech s)."""
         wave = audio.prepare(wave, sr, self.sample_rate)
-        return self.embed_batch([self.speech(wave, name)], [name])[0]
+        kept, seconds = self.measured(wave, name)
+        return self.embed_batch([kept], [name])[0], seconds
 
     def embed_file(self, path: str | Path) -> np.ndarray:
         """One audio file -> embedding (D,); AudioError names the file on bad input."""
@@ -251,14 +266,28 @@ class Embedder:
 
         ``loader(path) -> wave`` replaces :func:`audio.load` (e.g. a decoded-audio cache).
         """
+        return self.embed_files_measured(
+            paths, batch_seconds=batch_seconds, progress=progress, loader=loader
+        )[0]
+
+    def embed_files_measured(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        batch_seconds: float = 120.0,
+        progress: bool = True,
+        loader: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`embed_files` and each file's net speech: ((N, D), (N,) seconds)."""
         load = loader or (lambda p: audio.load(p, self.sample_rate))
         out = np.zeros((len(paths), self.embedding_dim), dtype=np.float32)
+        speech_seconds = np.zeros(len(paths))
         batch: list[np.ndarray] = []
         index: list[int] = []
         budget = batch_seconds * self.sample_rate
         window = WINDOW_SECONDS * self.sample_rate
         for i, path in enumerate(tqdm(paths, desc="embedding", unit="utt", disable=not progress)):
-            wave = self.speech(load(path), str(path))
+            wave, speech_seconds[i] = self.measured(load(path), str(path))
             longest = max(min(len(wave), window), *(min(len(b), window) for b in batch), 0)
             if batch and (len(batch) + 1) * longest > budget:
                 out[index] = self.embed_batch(batch, [str(paths[j]) for j in index], batch_seconds)
@@ -267,7 +296,7 @@ class Embedder:
             index.append(i)
         if batch:
             out[index] = self.embed_batch(batch, [str(paths[j]) for j in index], batch_seconds)
-        return out
+        return out, speech_seconds
 
 
 class OnnxEmbedder(Embedder):

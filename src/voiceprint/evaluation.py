@@ -24,7 +24,7 @@ from voiceprint.config import ExperimentConfig, apply_overrides
 from voiceprint.data.corpus import CorpusError, Utterance, by_speaker, read_kaldi_dir, scan_split
 from voiceprint.data.protocol import Trial, prepare_test, read_trials
 from voiceprint.embedder import Embedder, find_checkpoint, load_embedder
-from voiceprint.scoring import Scorer
+from voiceprint.scoring import Decision, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,9 @@ BACKEND_KEYS = (
     "calibrate",
     "calibration_enroll_utts",
     "p_target",
+    "quality_calibration",
+    "far_per_corpus",
+    "min_speech_seconds",
 )
 
 # The summary a model carries of its dev-set evaluation (checkpoint "evaluation", ONNX
@@ -140,25 +143,82 @@ SUMMARY_KEYS = (
 )
 
 
+@dataclass
+class ScoredTrials:
+    """A test set scored through a scorer: (n,) scores, plain-cosine ``raw`` scores of the
+    same embeddings, and the net speech (s) of each trial's enrollment and test side."""
+
+    scores: np.ndarray
+    raw: np.ndarray
+    enroll_seconds: np.ndarray
+    test_seconds: np.ndarray
+
+
 def score_test_set(
     embedder: Embedder, scorer: Scorer, test: TestSet, progress: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embed every test clip and score every trial through ``scorer`` -> (scores, raw).
+) -> ScoredTrials:
+    """Embed every test clip and score every trial through ``scorer``.
 
-    ``raw`` are plain cosine scores of the same embeddings (the back-end's reference).
     A speaker of enroll trials is modelled as ``verify`` models it
-    (:meth:`Scorer.speaker_model` of its enrollment clips).
+    (:meth:`Scorer.speaker_model` of its enrollment clips; its speech is theirs summed).
     """
-    emb = embedder.embed_files([u.path for u in test.utts], progress=progress)
+    emb, speech = embedder.embed_files_measured([u.path for u in test.utts], progress=progress)
     index = {u.utt: i for i, u in enumerate(test.utts)}
     pairs = [(a, b) for a, b, _ in test.trials]
+    seconds = {u.utt: float(speech[i]) for i, u in enumerate(test.utts)}
+    for spk, ids in (test.enroll or {}).items():
+        seconds[spk] = sum(seconds[i] for i in ids)
     out = []
     for s in (scorer, Scorer()):
         units = dict(zip(index, s.units(emb), strict=True))
         for spk, ids in (test.enroll or {}).items():
             units[spk] = s.speaker_model(emb[[index[i] for i in ids]])
         out.append(s.score_trials(units, pairs))
-    return out[0], out[1]
+    return ScoredTrials(
+        out[0],
+        out[1],
+        np.array([seconds[a] for a, _ in pairs]),
+        np.array([seconds[b] for _, b in pairs]),
+    )
+
+
+def operating_point(
+    decision: Decision, llr: np.ndarray, labels: np.ndarray, scored: ScoredTrials
+) -> dict[str, float]:
+    """False-accept and false-reject rates (fractions) of ``decision`` on the trials, with
+    trials it answers "not enough speech" counted as rejected; ``refused``: their share."""
+    sides = (scored.enroll_seconds, scored.test_seconds)
+    accepted = decision.accepts_all(llr, *sides)
+    answered = decision.accepts_all(np.full(len(llr), np.inf), *sides)
+    return {
+        "threshold": float(decision.threshold),
+        "far": float(accepted[~labels].mean()),
+        "frr": float(1.0 - accepted[labels].mean()),
+        "refused": float(1.0 - answered.mean()),
+    }
+
+
+def operating_points(
+    scorer: Scorer, llr: np.ndarray, labels: np.ndarray, scored: ScoredTrials, p_target: float
+) -> dict[str, dict[str, float]]:
+    """The model's default decision and ``--far 0.01`` measured on the trials, plus each
+    one's detection cost (normalised like minDCF, at ``p_target``)."""
+    decision = scorer.decision
+    if decision is None:
+        return {}
+    chosen = {"default": decision}
+    try:
+        chosen["far_0.01"] = decision.at_far(0.01)
+    except ValueError as err:
+        log.warning("no --far 0.01 operating point: %s", err)
+    out = {}
+    for name, d in chosen.items():
+        point = operating_point(d, llr, labels, scored)
+        point["dcf"] = (p_target * point["frr"] + (1 - p_target) * point["far"]) / min(
+            p_target, 1 - p_target
+        )
+        out[name] = point
+    return out
 
 
 def refit_backend(embedder: Embedder, config: ExperimentConfig, progress: bool) -> Scorer:
@@ -255,7 +315,8 @@ def evaluate(
         kind,
         describe(scorer),
     )
-    scores, raw = score_test_set(embedder, scorer, test, progress)
+    scored = score_test_set(embedder, scorer, test, progress)
+    scores, raw = scored.scores, scored.raw
     labels = np.array([t for _, _, t in test.trials], dtype=bool)
     target, nontarget = scores[labels], scores[~labels]
     if not len(target) or not len(nontarget):
@@ -266,7 +327,9 @@ def evaluate(
     low, high = metrics.bootstrap_eer(
         scores, labels, spk_a, spk_b, n_boot=config.eval.bootstrap, seed=config.seed
     )
-    llr = scorer.llr(scores) if scorer.calibrated else None
+    llr = scorer.llr(scores, scored.enroll_seconds, scored.test_seconds)
+    points = operating_points(scorer, llr, labels, scored, p_target)
+    llr = llr if scorer.calibrated else None
     dcf_ci = metrics.bootstrap_dcf(
         scores, labels, spk_a, spk_b, p_target, llr=llr, n_boot=200, seed=config.seed
     )
@@ -295,6 +358,8 @@ def evaluate(
         results["act_dcf"] = metrics.act_dcf(llr[labels], llr[~labels], p_target)
         results["act_dcf_ci95"] = list(dcf_ci["act_dcf"])
         results["calibration"] = scorer.backend.provenance
+    if points:
+        results["operating_points"] = points
     # Which speaker pairs the false accepts at the minDCF operating point come from: with
     # few test speakers one confusable (or mislabelled) pair can set most of the cost.
     results["confusable_pairs"] = metrics.confusable_pairs(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -173,20 +173,43 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.exp(-_softplus(-x))
 
 
+# Quality measure of a trial: q = log(min(enroll, test net speech, REFERENCE) / REFERENCE),
+# 0 for trials whose both sides hold REFERENCE_SECONDS of speech or more, negative for
+# shorter ones (about -2.3 at 1 s). Durations are clipped below at MIN_QUALITY_SECONDS.
+REFERENCE_SECONDS = 10.0
+MIN_QUALITY_SECONDS = 0.1
+
+
+def trial_quality(enroll_seconds: Any, test_seconds: Any) -> np.ndarray:
+    """Quality measure of trials from the net speech (s) of both sides -> q, same shape.
+
+    ``q = log(clip(min(enroll, test), 0.1, 10) / 10)``: 0 when both sides hold 10 s of
+    speech or more, log of the shorter side's share of 10 s otherwise. Broadcasts.
+    """
+    shorter = np.minimum(np.asarray(enroll_seconds, float), np.asarray(test_seconds, float))
+    shorter = np.clip(shorter, MIN_QUALITY_SECONDS, REFERENCE_SECONDS)
+    return np.log(shorter / REFERENCE_SECONDS)
+
+
 class ScoreCalibration:
-    """Linear calibration of scores to log-likelihood ratios: ``llr = scale * s + offset``.
+    """Calibration of scores to log-likelihood ratios, optionally quality-aware.
+
+    Plain: ``llr = scale * s + offset``. Quality-aware (``quality`` = (c, d), the
+    quality-measure calibration of NIST systems): ``llr = scale * s + offset + c q + d q s``
+    with ``q`` the trial's quality (:func:`trial_quality`, 0 for long trials, negative for
+    short ones), so that a short trial's score counts for less (``d`` lowers the slope)
+    and its LLR sits where such trials' scores really lie (``c`` shifts it).
 
     Fitted by prior-weighted logistic regression (Brümmer's linear calibration): minimise
 
         p/N_t * sum_t log(1 + exp(-(llr_t + logit p)))
         + (1-p)/N_n * sum_n log(1 + exp(llr_n + logit p))
 
-    over ``scale`` and ``offset``, i.e. the cross-entropy of the posterior at the effective
-    prior ``p`` with each class weighted to total mass ``p`` and ``1 - p``; the ``logit p``
-    shift makes ``scale * s + offset`` a prior-free LLR (natural log). A small L2 penalty
-    ``l2 * scale**2`` on the slope of standardised scores keeps the solution finite when the
-    training scores are perfectly separated. Solved by Newton's method (the objective is
-    convex in two parameters).
+    over the parameters, i.e. the cross-entropy of the posterior at the effective prior
+    ``p`` with each class weighted to total mass ``p`` and ``1 - p``; the ``logit p``
+    shift makes the result a prior-free LLR (natural log). A small L2 penalty ``l2`` on
+    the slopes of standardised scores keeps the solution finite when the training scores
+    are perfectly separated. Solved by Newton's method (the objective is convex).
     """
 
     def __init__(
@@ -195,62 +218,64 @@ class ScoreCalibration:
         offset: float | None = None,
         p_target: float = 0.5,
         l2: float = 1e-6,
+        quality: tuple[float, float] | None = None,
     ) -> None:
         self.scale = scale
         self.offset = offset
         self.p_target = p_target
         self.l2 = l2
+        self.quality = quality
 
     @property
     def fitted(self) -> bool:
         return self.scale is not None and self.offset is not None
 
-    def fit(self, target: Any, nontarget: Any, p_target: float = 0.5) -> ScoreCalibration:
-        """Fit on (n_t,) target and (n_n,) non-target scores; returns ``self``."""
+    def fit(
+        self,
+        target: Any,
+        nontarget: Any,
+        p_target: float = 0.5,
+        *,
+        target_quality: Any = None,
+        nontarget_quality: Any = None,
+    ) -> ScoreCalibration:
+        """Fit on (n_t,) target and (n_n,) non-target scores; returns ``self``.
+
+        With ``target_quality`` and ``nontarget_quality`` ((n_t,), (n_n,) values of
+        :func:`trial_quality`) the quality terms are fitted too.
+        """
         if not 0.0 < p_target < 1.0:
             raise ValueError(f"p_target must lie in (0, 1), got {p_target}")
         tar = _scores_1d(target, "target scores")
         non = _scores_1d(nontarget, "non-target scores")
+        with_quality = target_quality is not None or nontarget_quality is not None
         x_all = np.concatenate([tar, non])
         mean, std = float(x_all.mean()), float(x_all.std())
         std = std if std > 0 else 1.0
         x = (x_all - mean) / std
+        columns = [x, np.ones_like(x)]
+        if with_quality:
+            q_tar = _to_numpy(target_quality, "target quality", ndim=1)
+            q_non = _to_numpy(nontarget_quality, "non-target quality", ndim=1)
+            if q_tar.shape != tar.shape or q_non.shape != non.shape:
+                raise ValueError("quality must give one value per score")
+            q = np.concatenate([q_tar, q_non])
+            columns += [q, q * x]
+        design = np.stack(columns, axis=1)  # (n, k)
         y = np.concatenate([np.ones(tar.size), -np.ones(non.size)])
         w = np.concatenate(
             [np.full(tar.size, p_target / tar.size), np.full(non.size, (1 - p_target) / non.size)]
         )
-        prior_logit = math.log(p_target / (1 - p_target))
-        design = np.stack([x, np.ones_like(x)], axis=1)  # (n, 2)
-        reg = np.array([self.l2, 0.0])
-
-        def objective(theta: np.ndarray) -> float:
-            z = design @ theta + prior_logit
-            return float(np.sum(w * _softplus(-y * z)) + np.sum(reg * theta**2))
-
-        theta = np.zeros(2)
-        value = objective(theta)
-        for _ in range(100):
-            z = design @ theta + prior_logit
-            sig = _sigmoid(-y * z)  # d/dz softplus(-y z) = -y * sig
-            grad = design.T @ (-y * w * sig) + 2 * reg * theta
-            hess_w = w * sig * (1 - sig)
-            hess = design.T @ (design * hess_w[:, None]) + np.diag(2 * reg) + 1e-12 * np.eye(2)
-            step = np.linalg.solve(hess, grad)
-            lr = 1.0
-            new_value = objective(theta - step)
-            while new_value > value and lr > 1e-8:  # backtracking line search
-                lr *= 0.5
-                new_value = objective(theta - lr * step)
-            if new_value > value:
-                break  # no descent left: optimal up to rounding
-            theta = theta - lr * step
-            converged = value - new_value < 1e-15 or np.max(np.abs(lr * step)) < 1e-10
-            value = new_value
-            if converged:
-                break
-        a, b = theta
+        reg = np.array([self.l2, 0.0, self.l2, self.l2][: design.shape[1]])
+        theta = _weighted_logistic(design, y, w, math.log(p_target / (1 - p_target)), reg)
+        a, b = theta[:2]
         self.scale = float(a / std)
         self.offset = float(b - a * mean / std)
+        if with_quality:
+            c, d = theta[2:]
+            self.quality = (float(c - d * mean / std), float(d / std))
+        else:
+            self.quality = None
         self.p_target = float(p_target)
         return self
 
@@ -259,10 +284,20 @@ class ScoreCalibration:
             raise RuntimeError("ScoreCalibration is not fitted: call fit() or from_dict()")
         return float(self.scale), float(self.offset)  # type: ignore[arg-type]
 
-    def llr(self, scores: Any) -> np.ndarray:
-        """Calibrated natural-log likelihood ratios of raw scores, same shape."""
+    def llr(self, scores: Any, quality: Any = None) -> np.ndarray:
+        """Calibrated natural-log likelihood ratios of raw scores, same shape.
+
+        ``quality``: the trials' :func:`trial_quality` (broadcast against ``scores``);
+        None counts every trial as long (q = 0). Ignored by a plain calibration.
+        """
         a, b = self._check()
-        return a * _to_numpy(scores, "scores") + b
+        s = _to_numpy(scores, "scores")
+        out = a * s + b
+        if self.quality is not None and quality is not None:
+            c, d = self.quality
+            q = np.asarray(quality, dtype=np.float64)
+            out = out + c * q + d * q * s
+        return out
 
     def threshold_for_far(self, far: float, nontarget: Any) -> float:
         """LLR threshold whose empirical FAR on raw ``nontarget`` scores is at most ``far``.
@@ -275,10 +310,23 @@ class ScoreCalibration:
             raise ValueError(f"calibration slope is {a} <= 0: scores do not rank trials")
         return metrics.threshold_at_far(self.llr(_scores_1d(nontarget, "nontarget")), far)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready parameters."""
         a, b = self._check()
-        return {"scale": a, "offset": b, "p_target": float(self.p_target), "l2": float(self.l2)}
+        out: dict[str, Any] = {
+            "scale": a,
+            "offset": b,
+            "p_target": float(self.p_target),
+            "l2": float(self.l2),
+        }
+        if self.quality is not None:
+            out["quality"] = {
+                "measure": "log_min_speech",
+                "reference_seconds": REFERENCE_SECONDS,
+                "offset": self.quality[0],
+                "slope": self.quality[1],
+            }
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScoreCalibration:
@@ -286,12 +334,58 @@ class ScoreCalibration:
         missing = [k for k in ("scale", "offset") if k not in data]
         if missing:
             raise ValueError(f"calibration dict lacks {', '.join(missing)}")
+        quality = data.get("quality")
+        if quality is not None:
+            if (
+                quality.get("measure") != "log_min_speech"
+                or float(quality.get("reference_seconds", -1)) != REFERENCE_SECONDS
+            ):
+                raise ValueError(f"unknown calibration quality measure {quality!r}")
+            quality = (float(quality["offset"]), float(quality["slope"]))
         return cls(
             scale=float(data["scale"]),
             offset=float(data["offset"]),
             p_target=float(data.get("p_target", 0.5)),
             l2=float(data.get("l2", 1e-6)),
+            quality=quality,
         )
+
+
+def _weighted_logistic(
+    design: np.ndarray, y: np.ndarray, w: np.ndarray, prior_logit: float, reg: np.ndarray
+) -> np.ndarray:
+    """Newton's method for min sum w softplus(-y (design @ theta + prior_logit)) + reg theta^2.
+
+    design (n, k), y (n,) in {-1, +1}, w (n,) weights, reg (k,) L2 weights -> theta (k,).
+    """
+    k = design.shape[1]
+
+    def objective(theta: np.ndarray) -> float:
+        z = design @ theta + prior_logit
+        return float(np.sum(w * _softplus(-y * z)) + np.sum(reg * theta**2))
+
+    theta = np.zeros(k)
+    value = objective(theta)
+    for _ in range(100):
+        z = design @ theta + prior_logit
+        sig = _sigmoid(-y * z)  # d/dz softplus(-y z) = -y * sig
+        grad = design.T @ (-y * w * sig) + 2 * reg * theta
+        hess_w = w * sig * (1 - sig)
+        hess = design.T @ (design * hess_w[:, None]) + np.diag(2 * reg) + 1e-12 * np.eye(k)
+        step = np.linalg.solve(hess, grad)
+        lr = 1.0
+        new_value = objective(theta - step)
+        while new_value > value and lr > 1e-8:  # backtracking line search
+            lr *= 0.5
+            new_value = objective(theta - lr * step)
+        if new_value > value:
+            break  # no descent left: optimal up to rounding
+        theta = theta - lr * step
+        converged = value - new_value < 1e-15 or np.max(np.abs(lr * step)) < 1e-10
+        value = new_value
+        if converged:
+            break
+    return theta
 
 
 # ------------------------------------------------------------------------ decisions
@@ -300,6 +394,10 @@ class ScoreCalibration:
 FAR_GRID = (
     1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5
 )  # fmt: skip
+
+
+# A verdict's words (Decision.judge): the three answers a decision gives.
+ACCEPT, REJECT, NOT_ENOUGH_SPEECH = "accept", "reject", "not enough speech"
 
 
 @dataclass
@@ -313,6 +411,9 @@ class Decision:
     ``far_points`` are (far, threshold) pairs ascending in far, measured on the
     calibration trials, from which :meth:`at_far` picks a threshold for any rate in
     their range. Stored as ``far_thresholds``: the rate as text ("0.01") -> threshold.
+    ``min_speech_seconds``: below this net speech on either side (enrollment or test)
+    the decision cannot keep its false-accept promise, and :meth:`judge` answers
+    "not enough speech" instead of a verdict (0: no floor).
     """
 
     threshold: float
@@ -320,9 +421,31 @@ class Decision:
     far: float | None = None
     far_points: list[tuple[float, float]] | None = None
     p_target: float | None = None
+    min_speech_seconds: float = 0.0
 
     def accepts(self, llr: float) -> bool:
         return bool(llr >= self.threshold)
+
+    def enough_speech(self, *seconds: float | None) -> bool:
+        """Whether every given side's net speech (s; None = unknown, counted as enough)
+        reaches ``min_speech_seconds``."""
+        return all(s is None or s >= self.min_speech_seconds for s in seconds)
+
+    def judge(self, llr: float, *speech_seconds: float | None) -> str:
+        """The verdict on one trial: "accept", "reject", or "not enough speech" when a
+        side's net speech (enrollment, test; seconds) lies below ``min_speech_seconds``."""
+        if not self.enough_speech(*speech_seconds):
+            return NOT_ENOUGH_SPEECH
+        return ACCEPT if self.accepts(llr) else REJECT
+
+    def accepts_all(self, llr: Any, *speech_seconds: Any) -> np.ndarray:
+        """Vectorised :meth:`judge` == "accept": (n,) LLRs and (n,) seconds per side ->
+        (n,) bool; trials with too little speech are not accepted."""
+        ok = np.asarray(llr, dtype=np.float64) >= self.threshold
+        for seconds in speech_seconds:
+            if seconds is not None:
+                ok &= np.asarray(seconds, dtype=np.float64) >= self.min_speech_seconds
+        return ok
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"threshold": self.threshold, "rule": self.rule, "far": self.far}
@@ -330,6 +453,8 @@ class Decision:
             out["p_target"] = self.p_target
         if self.far_points:
             out["far_thresholds"] = {f"{f:g}": float(t) for f, t in self.far_points}
+        if self.min_speech_seconds:
+            out["min_speech_seconds"] = float(self.min_speech_seconds)
         return out
 
     @classmethod
@@ -346,6 +471,7 @@ class Decision:
             None if values.get("far") is None else float(values["far"]),
             points or None,
             None if p_target is None else float(p_target),
+            float(values.get("min_speech_seconds", 0.0)),
         )
 
     @classmethod
@@ -356,19 +482,30 @@ class Decision:
         grid: Sequence[float] = FAR_GRID,
         rule: str = "eer",
         p_target: float | None = None,
+        groups: Any = None,
+        min_speech_seconds: float = 0.0,
     ) -> Decision:
         """``threshold`` plus far_points measured on (n,) non-target LLRs.
 
         Only rates that allow at least one false accept among the ``n`` non-target trials
         (``far * n >= 1``) are kept: smaller ones cannot be measured on this many trials.
+        With ``groups`` ((n,) labels, e.g. each trial's corpus) the threshold at each rate
+        is the strictest of the groups' (each measured where it holds ``far * n_g >= 1``
+        trials), so that the rate holds in every group, not only on their mixture.
         """
         nontarget = _scores_1d(nontarget, "nontarget")
-        points = [
-            (float(far), metrics.threshold_at_far(nontarget, far))
-            for far in grid
-            if far * nontarget.size >= 1.0
-        ]
-        return cls(float(threshold), rule, None, points or None, p_target)
+        labels = np.zeros(nontarget.size, dtype=np.int64) if groups is None else np.asarray(groups)
+        if labels.shape != nontarget.shape:
+            raise ValueError("groups must give one label per non-target score")
+        parts = [nontarget[labels == g] for g in np.unique(labels)]
+        points = []
+        for far in grid:
+            measurable = [p for p in parts if far * p.size >= 1.0]
+            if far * nontarget.size >= 1.0 and measurable:
+                points.append(
+                    (float(far), max(metrics.threshold_at_far(p, far) for p in measurable))
+                )
+        return cls(float(threshold), rule, None, points or None, p_target, min_speech_seconds)
 
     def at_far(self, far: float) -> Decision:
         """The decision at false-accept rate ``far``, interpolated in log(far).
@@ -388,11 +525,13 @@ class Decision:
                 f"{fars[0]:g}..{fars[-1]:g} measured on the calibration trials"
             )
         threshold = float(np.interp(np.log(far), np.log(fars), thresholds))
-        return Decision(threshold, "far", float(far), self.far_points, self.p_target)
+        return replace(self, threshold=threshold, rule="far", far=float(far))
 
     def at_prior(self, p_target: float) -> Decision:
         """The Bayes decision at prior ``p_target`` (meaningful on calibrated LLRs)."""
-        return Decision(bayes_threshold(p_target), "bayes", None, self.far_points, p_target)
+        return replace(
+            self, threshold=bayes_threshold(p_target), rule="bayes", far=None, p_target=p_target
+        )
 
     def for_gallery(self, n_enrolled: int) -> Decision:
         """Open-set identification among ``n_enrolled`` speakers: the best match is named
@@ -409,9 +548,7 @@ class Decision:
         if n_enrolled < 1:
             raise ValueError(f"a gallery needs at least one enrolled speaker, got {n_enrolled}")
         if self.rule == "bayes":
-            return Decision(
-                self.threshold + math.log(n_enrolled), "bayes", None, self.far_points, self.p_target
-            )
+            return replace(self, threshold=self.threshold + math.log(n_enrolled))
         if self.rule == "far" and self.far is not None:
             per_comparison = -math.expm1(math.log1p(-self.far) / n_enrolled)
             try:
@@ -422,7 +559,7 @@ class Decision:
                     f"of {self.far:g} needs a false-accept rate of {per_comparison:.2g} per "
                     f"comparison: {err}"
                 ) from err
-            return Decision(chosen.threshold, "far", self.far, self.far_points, self.p_target)
+            return replace(self, threshold=chosen.threshold)
         return self
 
 
@@ -674,12 +811,22 @@ class Scorer:
             )
         return out
 
-    def llr(self, scores: Any) -> np.ndarray:
+    def llr(self, scores: Any, enroll_seconds: Any = None, test_seconds: Any = None) -> np.ndarray:
         """Calibrated natural-log likelihood ratios of scores (same shape); the scores
-        themselves when the back-end has no calibration."""
+        themselves when the back-end has no calibration.
+
+        ``enroll_seconds``, ``test_seconds``: net speech of each trial's two sides
+        (broadcast against ``scores``; None = long), used by a quality-aware calibration.
+        """
         if self.backend.calibration is None:
             return _to_numpy(scores, "scores")
-        return self.backend.calibration.llr(scores)
+        quality = None
+        if enroll_seconds is not None or test_seconds is not None:
+            quality = trial_quality(
+                REFERENCE_SECONDS if enroll_seconds is None else enroll_seconds,
+                REFERENCE_SECONDS if test_seconds is None else test_seconds,
+            )
+        return self.backend.calibration.llr(scores, quality)
 
     # Search rows: score() as one inner product, for an inner-product index (faiss).
     # AS-norm's 0.5 ((raw - mu_e) / sd_e + (raw - mu_p) / sd_p) is affine in raw with
@@ -725,5 +872,12 @@ class Scorer:
         model = self.speaker_model(np.atleast_2d(first))
         return float(self.score(model[None], self.units(np.atleast_2d(second)))[0, 0])
 
-    def match(self, name: str, score: float) -> Match:
-        return Match(name, float(score), float(self.llr(np.array([score]))[0]))
+    def match(
+        self,
+        name: str,
+        score: float,
+        enroll_seconds: float | None = None,
+        test_seconds: float | None = None,
+    ) -> Match:
+        llr = self.llr(np.array([score]), enroll_seconds, test_seconds)
+        return Match(name, float(score), float(llr[0]))

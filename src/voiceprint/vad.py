@@ -183,6 +183,37 @@ def regions_from_probs(
     return regions
 
 
+def checked_speech(
+    wave: np.ndarray,
+    sample_rate: int = 16000,
+    *,
+    name: str = "waveform",
+    min_speech_seconds: float = 0.0,
+    **vad_kwargs: Any,
+) -> SpeechRegions:
+    """The speech regions of ``wave``, checked: NoSpeechError naming ``name`` when there
+    are none, a ShortSpeechWarning when the net speech is shorter than
+    ``min_speech_seconds`` (> 0). ``vad_kwargs`` go to :func:`speech_regions`."""
+    samples = _checked(wave, sample_rate)
+    found = speech_regions(samples, sample_rate, **vad_kwargs)
+    if not len(found.regions):
+        seconds = samples.size / sample_rate
+        raise NoSpeechError(f"{name}: no speech found (VAD) in {seconds:.2f} s of audio")
+    if min_speech_seconds > 0 and found.speech_seconds < min_speech_seconds:
+        warnings.warn(
+            f"{name}: only {found.speech_seconds:.2f} s of speech found (VAD), "
+            f"{min_speech_seconds:.2f} s needed",
+            ShortSpeechWarning,
+            stacklevel=3,
+        )
+    return found
+
+
+def join_regions(wave: np.ndarray, found: SpeechRegions) -> np.ndarray:
+    """The regions of ``found`` cut from the wave (N,) they were found in, joined: (M,)."""
+    return np.concatenate([wave[start:end] for start, end in found.regions])
+
+
 def trim(
     wave: np.ndarray,
     sample_rate: int = 16000,
@@ -198,18 +229,10 @@ def trim(
     wave is still returned. ``vad_kwargs`` go to :func:`speech_regions`.
     """
     samples = _checked(wave, sample_rate)
-    found = speech_regions(samples, sample_rate, **vad_kwargs)
-    if not len(found.regions):
-        seconds = samples.size / sample_rate
-        raise NoSpeechError(f"{name}: no speech found (VAD) in {seconds:.2f} s of audio")
-    if min_speech_seconds > 0 and found.speech_seconds < min_speech_seconds:
-        warnings.warn(
-            f"{name}: only {found.speech_seconds:.2f} s of speech found (VAD), "
-            f"{min_speech_seconds:.2f} s needed",
-            ShortSpeechWarning,
-            stacklevel=2,
-        )
-    return np.concatenate([samples[start:end] for start, end in found.regions])
+    found = checked_speech(
+        samples, sample_rate, name=name, min_speech_seconds=min_speech_seconds, **vad_kwargs
+    )
+    return join_regions(samples, found)
 
 
 def net_speech_seconds(wave: np.ndarray, sample_rate: int = 16000, **vad_kwargs: Any) -> float:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from voiceprint.embedder import Embedder
-from voiceprint.scoring import Decision, Match, verification
+from voiceprint.scoring import ACCEPT, NOT_ENOUGH_SPEECH, Decision, Match, verification
 
 DEFAULT_DB = "~/.voiceprint/speakers.db"
 
@@ -98,14 +98,24 @@ def choose_decision(
     return stored
 
 
-def _verdict(match: Match, decision: Decision | None, calibrated: bool) -> tuple[str, bool | None]:
+def _verdict(
+    match: Match, decision: Decision | None, calibrated: bool, *speech_seconds: float | None
+) -> tuple[str, bool | None]:
+    """The line a user reads and whether it accepts (None: no threshold). A side with less
+    net speech than the decision needs reads "NOT ENOUGH SPEECH" with the seconds found and
+    needed, never an accept."""
     text = f"score {match.score:.3f}  " + (f"llr {match.llr:.2f}  " if calibrated else "")
     if decision is None:
         return text + "threshold none", None
-    accepted = decision.accepts(match.llr)
-    return text + f"threshold {decision.threshold:.3f}  " + (
-        "ACCEPT" if accepted else "REJECT"
-    ), accepted
+    verdict = decision.judge(match.llr, *speech_seconds)
+    text += f"threshold {decision.threshold:.3f}  "
+    if verdict == NOT_ENOUGH_SPEECH:
+        found = min(s for s in speech_seconds if s is not None)
+        return text + (
+            f"NOT ENOUGH SPEECH ({found:.2f} s of speech, "
+            f"{decision.min_speech_seconds:.2f} s needed)"
+        ), False
+    return text + verdict.upper(), verdict == ACCEPT
 
 
 def _no_threshold() -> int:
@@ -130,9 +140,13 @@ def open_store(embedder: Embedder, arg: str | None):  # noqa: ANN201 - SpeakerDB
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     embedder = load_model(args.model)
-    embeddings = embedder.embed_files(args.files, progress=_progress() and len(args.files) > 1)
+    embeddings, seconds = embedder.embed_files_measured(
+        args.files, progress=_progress() and len(args.files) > 1
+    )
     with open_store(embedder, args.db) as db:
-        total = db.enroll(args.name, embeddings, sources=[str(f) for f in args.files])
+        total = db.enroll(
+            args.name, embeddings, sources=[str(f) for f in args.files], speech_seconds=seconds
+        )
     print(
         f"enrolled {args.name}: {len(args.files)} file(s), {total} embedding(s) in total "
         f"(model {embedder.model_id}, {db_label(args.db)})"
@@ -143,10 +157,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     embedder = load_model(args.model)
     decision = choose_decision(embedder, args.threshold, args.far, args.p_target)
-    probe = embedder.embed_file(args.file)
+    probes, seconds = embedder.embed_files_measured([args.file], progress=False)
     with open_store(embedder, args.db) as db:
-        match = db.verify(args.name, probe)
-    text, accepted = _verdict(match, decision, embedder.scorer.calibrated)
+        match = db.verify(args.name, probes[0], float(seconds[0]))
+        enrolled = db.speech_seconds([args.name])[0]
+    text, accepted = _verdict(
+        match, decision, embedder.scorer.calibrated, enrolled, float(seconds[0])
+    )
     print(f"{args.name}  {text}")
     if accepted is None:
         return _no_threshold()
@@ -156,34 +173,46 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_identify(args: argparse.Namespace) -> int:
     embedder = load_model(args.model)
     decision = choose_decision(embedder, args.threshold, args.far, args.p_target)
-    probe = embedder.embed_file(args.file)
+    probes, seconds = embedder.embed_files_measured([args.file], progress=False)
+    probe_seconds = float(seconds[0])
     with open_store(embedder, args.db) as db:
-        ranked = db.identify(probe, top=args.top)
+        ranked = db.identify(probes[0], top=args.top, speech_seconds=probe_seconds)
         gallery = db.gallery_size
+        enrolled = db.speech_seconds([m.name for m in ranked])
     if decision is None:
         return _no_threshold()
     # Open set: the best match is named only when it clears the gallery-size threshold.
     open_set = decision.for_gallery(gallery)
     width = max(len(m.name) for m in ranked)
-    for rank, match in enumerate(ranked, 1):
-        text, _ = _verdict(match, open_set, embedder.scorer.calibrated)
+    verdicts = []
+    for rank, (match, seconds) in enumerate(zip(ranked, enrolled, strict=True), 1):
+        text, accepted = _verdict(
+            match, open_set, embedder.scorer.calibrated, seconds, probe_seconds
+        )
+        verdicts.append(accepted)
         print(f"{rank:>2}  {match.name:<{width}}  {text}")
-    best = ranked[0]
-    named = open_set.accepts(best.llr)
-    print(
-        f"identified: {best.name}" if named else "identified: unknown",
-        f"(among {gallery} enrolled speaker(s))",
-    )
+    best, named = ranked[0], bool(verdicts[0])
+    if not open_set.enough_speech(probe_seconds):
+        answer = (
+            f"identified: not enough speech ({probe_seconds:.2f} s found, "
+            f"{open_set.min_speech_seconds:.2f} s needed)"
+        )
+    else:
+        answer = f"identified: {best.name}" if named else "identified: unknown"
+    print(answer, f"(among {gallery} enrolled speaker(s))")
     return 0 if named else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     embedder = load_model(args.model)
     decision = choose_decision(embedder, args.threshold, args.far, args.p_target)
-    first, second = embedder.embed_files([args.first, args.second], progress=False)
+    (first, second), seconds = embedder.embed_files_measured(
+        [args.first, args.second], progress=False
+    )
     scorer = embedder.scorer
-    match = scorer.match(str(args.second), scorer.compare(first, second))
-    text, accepted = _verdict(match, decision, scorer.calibrated)
+    sides = (float(seconds[0]), float(seconds[1]))
+    match = scorer.match(str(args.second), scorer.compare(first, second), *sides)
+    text, accepted = _verdict(match, decision, scorer.calibrated, *sides)
     print(f"{args.first}  {args.second}  {text}")
     if accepted is None:
         return _no_threshold()

@@ -272,6 +272,49 @@ def speed_perturb(wave: Tensor | np.ndarray, factor: float) -> Tensor | np.ndarr
     return out.numpy() if is_numpy else out
 
 
+TELEPHONE_RATE = 8000  # Hz: narrow-band telephony (G.711)
+MU_LAW = 255.0  # G.711 mu-law's compression constant
+
+
+def mu_law_code(wave: Tensor, bits: int = 8) -> Tensor:
+    """G.711-style mu-law companding and quantisation to ``bits`` bits, then expansion.
+
+    wave: (..., N) in [-1, 1] (clipped there). Compressing with mu = 255, rounding to
+    2**bits levels and expanding gives the coding noise of a narrow-band phone line:
+    small relative error on loud samples, a floor on quiet ones. Same shape and dtype.
+    """
+    x = wave.clamp(-1.0, 1.0)
+    compressed = torch.sign(x) * torch.log1p(MU_LAW * x.abs()) / math.log1p(MU_LAW)
+    steps = 2 ** (bits - 1)
+    quantised = torch.round(compressed * steps) / steps
+    return torch.sign(quantised) * torch.expm1(quantised.abs() * math.log1p(MU_LAW)) / MU_LAW
+
+
+def telephone_band(wave: Tensor, sample_rate: int = 16000, codec: bool = True) -> Tensor:
+    """A telephone channel: down to 8 kHz, mu-law coded (``codec``), back to ``sample_rate``.
+
+    wave: (B, N) at ``sample_rate`` Hz. The round trip through 8 kHz removes every
+    component above about 3.8 kHz (the resampler's cut-off, 0.95 of 4 kHz); the codec adds
+    G.711's quantisation noise. Returns (B, N), wave's dtype. Rates at or below 8 kHz pass
+    through the codec only.
+    """
+    work = wave if wave.dtype == torch.float64 else wave.float()
+    length = work.shape[-1]
+    if sample_rate <= TELEPHONE_RATE:
+        narrow = work
+    else:
+        ratio = Fraction(TELEPHONE_RATE, sample_rate)
+        narrow = _resample(work, up=ratio.numerator, down=ratio.denominator)
+    if codec:
+        narrow = mu_law_code(narrow)
+    if sample_rate > TELEPHONE_RATE:
+        narrow = _resample(narrow, up=ratio.denominator, down=ratio.numerator)
+    out = narrow[..., :length]
+    if out.shape[-1] < length:
+        out = nn.functional.pad(out, (0, length - out.shape[-1]))
+    return out.to(wave.dtype)
+
+
 class SpecAugment(nn.Module):
     """Time and frequency masking on features (B, T, F), applied in training mode only.
 
@@ -334,19 +377,24 @@ class SpecAugment(nn.Module):
 
 
 def augments_waves(cfg: AugmentConfig) -> bool:
-    """Whether ``cfg`` turns on any wave augmentation (noise, babble or reverberation)."""
-    return max(cfg.noise_prob, cfg.babble_prob, cfg.reverb_prob) > 0
+    """Whether ``cfg`` turns on any wave augmentation (noise, babble, reverberation,
+    telephone channel or level)."""
+    return (
+        max(cfg.noise_prob, cfg.babble_prob, cfg.reverb_prob, cfg.telephone_prob, cfg.gain_prob) > 0
+    )
 
 
 class WaveAugmenter(nn.Module):
-    """Per-item reverberation and additive noise on training crops (B, N).
+    """Per-item reverberation, additive noise, channel and level on training crops (B, N).
 
     In training mode each item independently: is reverberated with a fresh synthetic RIR
     with probability ``cfg.reverb_prob``; then gets babble with probability
     ``cfg.babble_prob`` or else coloured noise (exponent ~ U[0, 2]) with probability
     ``cfg.noise_prob`` (the two are exclusive; if the probabilities sum above 1 they are
-    scaled to sum to 1), at an SNR ~ U[cfg.noise_snr_db] dB. An item whose peak then
-    exceeds max(1, its input peak) is scaled down to it. In eval mode, or with every
+    scaled to sum to 1), at an SNR ~ U[cfg.noise_snr_db] dB; then goes through a
+    telephone channel (:func:`telephone_band`) with probability ``cfg.telephone_prob``;
+    then gets a gain ~ U[cfg.gain_db] dB with probability ``cfg.gain_prob``. An item whose
+    peak then exceeds max(1, its input peak) is scaled down to it. In eval mode, or with every
     probability 0, the input is returned unchanged. Random draws come from a generator
     seeded by ``seed``, so two augmenters with the same seed produce the same batches.
     """
@@ -408,6 +456,18 @@ class WaveAugmenter(nn.Module):
         if mixed.any():
             idx = mixed.nonzero().squeeze(-1).to(wave.device)
             out[idx] = add_noise(out[idx], noise[idx], snr[idx])
+
+        if cfg.telephone_prob > 0:  # no draws when off: older recipes keep their streams
+            phone = torch.rand(batch, generator=gen) < cfg.telephone_prob
+            if phone.any():
+                idx = phone.nonzero().squeeze(-1).to(wave.device)
+                out[idx] = telephone_band(out[idx], self.sample_rate)
+        if cfg.gain_prob > 0:
+            level = torch.rand(batch, generator=gen) < cfg.gain_prob
+            gain_db = _uniform(batch, *cfg.gain_db, gen).to(device=wave.device, dtype=work.dtype)
+            if level.any():
+                idx = level.nonzero().squeeze(-1).to(wave.device)
+                out[idx] = out[idx] * torch.pow(10.0, gain_db[idx] / 20.0).unsqueeze(-1)
 
         limit = work.abs().amax(dim=-1).clamp_min(1.0)
         peak = out.abs().amax(dim=-1).clamp_min(_EPS)

@@ -85,12 +85,31 @@ def random_crop(wave: np.ndarray, samples: int, rng: np.random.Generator) -> np.
     return wave[start : start + samples]
 
 
+def corpus_weights(groups: Sequence[str], power: float) -> np.ndarray | None:
+    """Per-utterance sampling probabilities that give each group (corpus) a share of the
+    draws proportional to (its utterances)^power, uniform within the group.
+
+    groups: one group name per utterance. power 1 is uniform over utterances (returns
+    None: plain shuffling); 0 gives every group the same share. Sums to 1.
+    """
+    if power == 1.0:
+        return None
+    names, index, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    share = counts.astype(np.float64) ** power
+    share /= share.sum()
+    weights = share[index] / counts[index]
+    return weights / weights.sum()
+
+
 class CropBatches:
     """Epochs of shuffled random-crop batches: (waves (B, N) float32, labels (B,) int64).
 
-    Each epoch visits every utterance once in a seeded random order. Under DDP every rank
-    draws the same order and takes its own shard, so ranks see equal batch counts.
-    Augmentation is left to the trainer (``augments`` is False).
+    Each epoch visits every utterance once in a seeded random order, or, with ``weights``
+    (per-utterance probabilities, :func:`corpus_weights`), draws as many utterances with
+    those probabilities. ``short_crop_share`` of the batches (a seeded draw per batch) are
+    cropped to ``short_crop_samples`` instead of ``crop_samples``: short inputs. Under DDP
+    every rank draws the same order and takes its own shard, so ranks see equal batch
+    counts. Augmentation is left to the trainer (``augments`` is False).
     """
 
     augments = False
@@ -104,25 +123,42 @@ class CropBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        weights: np.ndarray | None = None,
+        short_crop_samples: int = 0,
+        short_crop_share: float = 0.0,
     ) -> None:
         if len(waves) != len(labels):
             raise ValueError(f"{len(waves)} waves but {len(labels)} labels")
+        if weights is not None and len(weights) != len(waves):
+            raise ValueError(f"{len(waves)} waves but {len(weights)} sampling weights")
         self.waves, self.labels = waves, labels
         self.batch_size, self.crop_samples = batch_size, crop_samples
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.weights = weights
+        self.short_crop_samples, self.short_crop_share = short_crop_samples, short_crop_share
 
     def __len__(self) -> int:
         per_rank = len(self.waves) // self.world_size
         return max(1, per_rank // self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.waves))
+        order_rng = np.random.default_rng([self.seed, epoch])
+        n = len(self.waves)
+        if self.weights is None:
+            order = order_rng.permutation(n)
+        else:
+            order = order_rng.choice(n, size=n, replace=True, p=self.weights)
         per_rank = len(order) // self.world_size
         mine = order[self.rank * per_rank : (self.rank + 1) * per_rank]
         rng = np.random.default_rng([self.seed, epoch, self.rank, 1])
+        # one draw per batch, the same on every rank, so that ranks crop alike
+        short = np.random.default_rng([self.seed, epoch, 2]).random(len(self))
         for b in range(len(self)):
             idx = mine[b * self.batch_size : (b + 1) * self.batch_size]
             if len(idx) == 0:
                 idx = mine[: self.batch_size]
-            crops = np.stack([random_crop(self.waves[i], self.crop_samples, rng) for i in idx])
+            samples = self.crop_samples
+            if self.short_crop_samples and short[b] < self.short_crop_share:
+                samples = self.short_crop_samples
+            crops = np.stack([random_crop(self.waves[i], samples, rng) for i in idx])
             yield torch.from_numpy(crops), torch.from_numpy(self.labels[idx])

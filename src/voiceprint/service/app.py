@@ -58,7 +58,7 @@ from pydantic import BaseModel
 
 from voiceprint import audio
 from voiceprint.embedder import Embedder
-from voiceprint.scoring import Decision, Match
+from voiceprint.scoring import ACCEPT, NOT_ENOUGH_SPEECH, Decision, Match
 from voiceprint.service.access import AuditLog, KeyRing, RateLimit, RateLimiter
 from voiceprint.service.batching import EmbeddingBatcher
 from voiceprint.store import ModelMismatchError, SpeakerDB, UnknownSpeakerError
@@ -92,7 +92,11 @@ class Verdict(BaseModel):
     llr: float  # calibrated log-likelihood ratio (the score, for an uncalibrated model)
     threshold: float | None
     accepted: bool | None
-    decision: str  # ACCEPT | REJECT | NO THRESHOLD
+    decision: str  # ACCEPT | REJECT | NOT ENOUGH SPEECH | NO THRESHOLD
+    # net speech (s) of the recording(s) judged (the shorter side), and the least the
+    # decision needs to answer; below it the decision is NOT ENOUGH SPEECH, never ACCEPT
+    speech_seconds: float | None = None
+    speech_needed: float | None = None
 
 
 class Verification(Verdict):
@@ -331,27 +335,37 @@ def create_app(
             )
         return wave
 
-    def embed_wave(wave: np.ndarray, upload: UploadFile) -> np.ndarray:
+    def embed_wave(wave: np.ndarray, upload: UploadFile) -> tuple[np.ndarray, float]:
+        """(embedding (D,), net speech in s) of one decoded upload."""
         name = upload.filename or "upload"
         try:
-            return batcher.embed(embedder.speech(wave, name), name)
+            kept, seconds = embedder.measured(wave, name)
+            return batcher.embed(kept, name), seconds
         except audio.AudioError as err:  # no speech, or shorter than the model's minimum
             raise HTTPException(400, str(err)) from err
 
-    def embed(upload: UploadFile) -> np.ndarray:
+    def embed(upload: UploadFile) -> tuple[np.ndarray, float]:
         return embed_wave(decode(upload), upload)
 
-    def verdict(match: Match, chosen: Decision | None = None) -> dict[str, Any]:
+    def verdict(
+        match: Match, chosen: Decision | None = None, *speech_seconds: float | None
+    ) -> dict[str, Any]:
         chosen = chosen or decision
-        out = {"score": match.score, "llr": match.llr}
+        known = [s for s in speech_seconds if s is not None]
+        out = {
+            "score": match.score,
+            "llr": match.llr,
+            "speech_seconds": min(known) if known else None,
+        }
         if chosen is None:
             return {**out, "threshold": None, "accepted": None, "decision": "NO THRESHOLD"}
-        accepted = chosen.accepts(match.llr)
+        answer = chosen.judge(match.llr, *speech_seconds)
         return {
             **out,
             "threshold": chosen.threshold,
-            "accepted": accepted,
-            "decision": "ACCEPT" if accepted else "REJECT",
+            "accepted": answer == ACCEPT,
+            "decision": answer.upper(),
+            "speech_needed": chosen.min_speech_seconds or None,
         }
 
     def store_errors(err: Exception) -> HTTPException:
@@ -384,7 +398,7 @@ def create_app(
     ) -> dict:
         """The speaker embedding of one recording."""
         wave = decode(file)
-        vector = embed_wave(wave, file)
+        vector, _ = embed_wave(wave, file)
         return {
             "model_id": embedder.model_id,
             "seconds": len(wave) / embedder.sample_rate,
@@ -398,9 +412,12 @@ def create_app(
         second: Annotated[UploadFile, File(description="second recording")],
     ) -> dict:
         """Are two recordings of the same speaker? Score, LLR and decision."""
-        a, b = embed(first), embed(second)
+        (a, a_seconds), (b, b_seconds) = embed(first), embed(second)
         scorer = embedder.scorer
-        return verdict(scorer.match(second.filename or "second", scorer.compare(a, b)))
+        match = scorer.match(
+            second.filename or "second", scorer.compare(a, b), a_seconds, b_seconds
+        )
+        return verdict(match, None, a_seconds, b_seconds)
 
     @app.post("/v1/enroll", response_model=Enrollment, tags=["store"])
     def enroll(
@@ -409,9 +426,15 @@ def create_app(
         file: Annotated[list[UploadFile], File(description="one or more recordings")],
     ) -> dict:
         """Add recordings of ``name`` to the store (appends to an enrolled speaker)."""
-        vectors = np.stack([embed(f) for f in file])
+        embedded = [embed(f) for f in file]
+        vectors = np.stack([v for v, _ in embedded])
         try:
-            count = db.enroll(name, vectors, sources=[f.filename or "upload" for f in file])
+            count = db.enroll(
+                name,
+                vectors,
+                sources=[f.filename or "upload" for f in file],
+                speech_seconds=[seconds for _, seconds in embedded],
+            )
         except (ValueError, KeyError) as err:
             raise store_errors(err) from err
         record("enroll", key_id, speaker=name.strip(), added=len(file))
@@ -424,12 +447,13 @@ def create_app(
         file: Annotated[UploadFile, File(description="a recording")],
     ) -> dict:
         """Is this recording spoken by ``name``? Score against the speaker's enrollment."""
-        probe = embed(file)
+        probe, seconds = embed(file)
         try:
-            match = db.verify(name, probe)
+            match = db.verify(name, probe, seconds)
+            enrolled = db.speech_seconds([name.strip()])[0]
         except (ValueError, KeyError) as err:
             raise store_errors(err) from err
-        result = verdict(match)
+        result = verdict(match, None, enrolled, seconds)
         record("verify", key_id, speaker=name.strip(), **_decided(result))
         return {"name": name.strip(), **result}
 
@@ -442,18 +466,25 @@ def create_app(
         """Who among the enrolled speakers is this? The best ``top`` candidates, each
         judged against the open-set threshold for the gallery's size, and the answer:
         the best one's name when accepted, else "unknown"."""
-        probe = embed(file)
+        probe, seconds = embed(file)
         try:
-            ranked = db.identify(probe, top=top)
+            ranked = db.identify(probe, top=top, speech_seconds=seconds)
             gallery = db.gallery_size
+            enrolled = db.speech_seconds([m.name for m in ranked])
         except ModelMismatchError as err:
             raise store_errors(err) from err
         except ValueError as err:
             raise HTTPException(404, str(err)) from err
         open_set = decision.for_gallery(gallery) if decision is not None else None
-        candidates = [{"name": m.name, **verdict(m, open_set)} for m in ranked]
+        candidates = [
+            {"name": m.name, **verdict(m, open_set, e, seconds)}
+            for m, e in zip(ranked, enrolled, strict=True)
+        ]
         best = candidates[0]
-        identified = best["name"] if best["accepted"] else "unknown"
+        if best["decision"] == NOT_ENOUGH_SPEECH.upper():
+            identified = "not enough speech"
+        else:
+            identified = best["name"] if best["accepted"] else "unknown"
         record(
             "identify",
             key_id,

@@ -194,12 +194,19 @@ class SpeakerDB:
     # -- writing --------------------------------------------------------------------------
 
     def enroll(
-        self, name: str, embeddings: np.ndarray, sources: Sequence[str] | None = None
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        sources: Sequence[str] | None = None,
+        speech_seconds: Sequence[float] | None = None,
     ) -> int:
-        """Append embeddings (K, D) or (D,) to speaker ``name``; returns its new count."""
+        """Append embeddings (K, D) or (D,) to speaker ``name``; returns its new count.
+
+        ``speech_seconds``: each clip's net speech (s), summed into the speaker's, which
+        the scorer's quality-aware LLR and the decision's speech floor use."""
         embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         names = [_check_name(name)] * len(embeddings)
-        self.enroll_many(names, embeddings, sources)
+        self.enroll_many(names, embeddings, sources, speech_seconds)
         return self._info(names[0]).count
 
     def enroll_many(
@@ -207,12 +214,16 @@ class SpeakerDB:
         names: Sequence[str],
         embeddings: np.ndarray,
         sources: Sequence[str | None] | None = None,
+        speech_seconds: Sequence[float] | None = None,
     ) -> None:
         """Bulk enrollment in one transaction: row ``i`` of (N, D) belongs to ``names[i]``.
 
         Names may repeat; existing speakers are appended to. Either all rows are stored
         or none (a model mismatch or a dimension mismatch stores nothing).
+        ``speech_seconds`` (N,): net speech of each row's clip, added to its speaker's.
         """
+        if speech_seconds is not None and len(speech_seconds) != len(names):
+            raise ValueError(f"{len(speech_seconds)} speech durations for {len(names)} names")
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) == 0:
             raise ValueError(f"embeddings must be (N, D) with N > 0, got {embeddings.shape}")
@@ -263,6 +274,14 @@ class SpeakerDB:
                     for i, (n, row) in enumerate(zip(names, embeddings, strict=True))
                 ),
             )
+            if speech_seconds is not None:
+                added = np.zeros(len(unique))
+                np.add.at(added, inverse, np.asarray(speech_seconds, dtype=np.float64))
+                self._conn.executemany(
+                    "INSERT INTO speech(speaker, seconds) VALUES (?, ?) ON CONFLICT(speaker) "
+                    "DO UPDATE SET seconds = speech.seconds + excluded.seconds",
+                    [(n, float(added[j])) for j, n in enumerate(unique)],
+                )
             tx.changed(unique, added=len(inserts))
 
     def remove(self, name: str) -> int:
@@ -332,8 +351,26 @@ class SpeakerDB:
         with self._lock:
             return self._refresh().index.kind
 
-    def verify(self, name: str, embedding: np.ndarray) -> Match:
-        """Score ``embedding`` (D,) against speaker ``name``: its score and LLR."""
+    def speech_seconds(self, names: Sequence[str]) -> list[float | None]:
+        """The enrolled net speech (s) of each speaker (None: not recorded)."""
+        found: dict[str, float] = {}
+        unique = sorted(set(names))
+        with self._lock:
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT speaker, seconds FROM speech WHERE speaker IN ({marks})", tuple(chunk)
+                ).fetchall()
+                found.update({n: float(sec) for n, sec in rows})
+        return [found.get(n) for n in names]
+
+    def verify(
+        self, name: str, embedding: np.ndarray, speech_seconds: float | None = None
+    ) -> Match:
+        """Score ``embedding`` (D,) against speaker ``name``: its score and LLR (with the
+        probe's net speech ``speech_seconds`` and the speaker's enrolled speech, when
+        known, for a quality-aware calibration)."""
         name = _check_name(name)
         probe = self._probe(embedding)
         with self._lock:
@@ -350,10 +387,13 @@ class SpeakerDB:
         model = _unit_rows(np.frombuffer(blob, dtype=np.float32)[None]).astype(np.float32)
         self._check_dim(dim, probe)
         score = self.scorer.score(model, probe[None], self.scorer.norm_stats(model))[0, 0]
-        return self.scorer.match(name, score)
+        return self.scorer.match(name, score, self.speech_seconds([name])[0], speech_seconds)
 
-    def identify(self, embedding: np.ndarray, top: int = 5) -> list[Match]:
-        """The ``top`` best-scoring speakers of this model for ``embedding`` (D,), best first.
+    def identify(
+        self, embedding: np.ndarray, top: int = 5, speech_seconds: float | None = None
+    ) -> list[Match]:
+        """The ``top`` best-scoring speakers of this model for ``embedding`` (D,), best first
+        (``speech_seconds``: the probe's net speech, as in :meth:`verify`).
 
         Open-set decisions take the gallery size into account:
         ``decision.for_gallery(db.gallery_size)``.
@@ -383,7 +423,11 @@ class SpeakerDB:
         # The scorer itself scores the candidates: the same numbers verify gives.
         scores = scorer.score(models, probe[None], scorer.norm_stats(models), probe_stats)[:, 0]
         best = np.argsort(-scores, kind="stable")[:top]
-        return [scorer.match(names[i], scores[i]) for i in best]
+        enrolled = self.speech_seconds([names[i] for i in best])
+        return [
+            scorer.match(names[i], scores[i], seconds, speech_seconds)
+            for i, seconds in zip(best, enrolled, strict=True)
+        ]
 
     # -- backup ---------------------------------------------------------------------------
 

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS embeddings (
     source TEXT,                     -- where it came from (a file name), optional
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS speech (  -- added later: speakers enrolled before have no row
+    speaker TEXT PRIMARY KEY REFERENCES speakers(name) ON DELETE CASCADE,
+    seconds REAL NOT NULL            -- net speech of the enrollment clips (s)
+);
 """
 
 _POSTGRES_TABLES = """
@@ -69,6 +73,10 @@ CREATE TABLE IF NOT EXISTS embeddings (
     vector BYTEA NOT NULL,
     source TEXT,
     created DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS speech (
+    speaker TEXT COLLATE "C" PRIMARY KEY REFERENCES speakers(name) ON DELETE CASCADE,
+    seconds DOUBLE PRECISION NOT NULL
 );
 """
 

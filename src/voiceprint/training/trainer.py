@@ -26,11 +26,12 @@ from voiceprint.config import ExperimentConfig, TrainConfig, save_config
 from voiceprint.data.dataset import (
     CropBatches,
     add_speed_perturbed_speakers,
+    corpus_weights,
     load_waves,
     speaker_labels,
     stream_seed,
 )
-from voiceprint.data.protocol import Prepared
+from voiceprint.data.protocol import Prepared, corpus_of
 from voiceprint.data.shards import ShardBatches
 from voiceprint.features import build_frontend
 from voiceprint.losses import build_loss
@@ -221,6 +222,11 @@ class Trainer:
         cfg = self.config
         crop = int(cfg.train.crop_seconds * cfg.features.sample_rate)
         if cfg.data.shards:
+            if cfg.data.corpus_sampling_power != 1.0 or cfg.train.short_crop_share > 0:
+                raise ValueError(
+                    "data.corpus_sampling_power and train.short_crop_share apply to training "
+                    "from memory; with data.shards leave them at 1.0 and 0"
+                )
             shards = ShardBatches(
                 cfg.data.shards,
                 cfg.train.batch_size,
@@ -246,6 +252,8 @@ class Trainer:
             waves, labels, speakers = add_speed_perturbed_speakers(
                 waves, labels, speakers, cfg.augment.speed_factors, progress=show
             )
+        corpora = list(cfg.data.corpora)
+        groups = [corpus_of(speakers[label], corpora) for label in labels]
         batches = CropBatches(
             waves,
             labels,
@@ -254,6 +262,9 @@ class Trainer:
             seed=cfg.seed,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
+            weights=corpus_weights(groups, cfg.data.corpus_sampling_power),
+            short_crop_samples=int(cfg.train.short_crop_seconds * cfg.features.sample_rate),
+            short_crop_share=cfg.train.short_crop_share,
         )
         return batches, speakers
 
@@ -358,6 +369,8 @@ class Trainer:
             (tcfg.finetune_crop_seconds if finetune else tcfg.crop_seconds)
             * cfg.features.sample_rate
         )
+        if isinstance(batches, CropBatches):  # fine-tuning is on long crops only
+            batches.short_crop_share = 0.0 if finetune else tcfg.short_crop_share
         graph.reseed(cfg.seed, info.rank, epoch)
         margin = margin_at(cfg, epoch)
         if hasattr(graph.head, "set_margin"):
