@@ -77,12 +77,19 @@ from voiceprint.config import DataConfig, ExperimentConfig, load_config  # noqa:
 from voiceprint.data.corpus import (  # noqa: E402
     CorpusError,
     Utterance,
+    by_speaker,
     find_wav_root,
     read_kaldi_dir,
     scan_split,
+    write_kaldi_dir,
 )
 from voiceprint.data.dataset import load_waves, speaker_labels  # noqa: E402
-from voiceprint.data.protocol import prepare, prepare_test  # noqa: E402
+from voiceprint.data.protocol import (  # noqa: E402
+    enroll_trials,
+    prepare,
+    prepare_test,
+    write_trials,
+)
 from voiceprint.evaluation import write_scores  # noqa: E402
 from voiceprint.scoring import ScoreCalibration  # noqa: E402
 
@@ -90,7 +97,16 @@ log = logging.getLogger("accuracy")
 
 SYSTEMS = ("mfcc", "resemblyzer", "speechbrain", "voiceprint")
 SHARED = REPO.parent / "shared" / "data"
-DEFAULT_SETS = {"so762-dev": SHARED / "so762", "cv-zh-test": SHARED / "cv-zh"}
+# The dev protocol: every choice is made on these five sets and their pooled figure.
+DEFAULT_SETS = {
+    "so762-dev": SHARED / "so762",
+    "cv-zh-test": SHARED / "cv-zh",
+    "dsp20-test": SHARED / "dsp20",
+    "ar-cmd-test": SHARED / "ar-cmd",
+    "cv-multi-dev": SHARED / "cv-multi-dev",
+}
+POOLED = "pooled"  # each set weighted equally (metrics.weighted_summary)
+ENROLL_CLIPS = (1, 3)  # operating points for one-clip and three-clip speaker models
 DEFAULT_MODEL = REPO / "src" / "voiceprint" / "assets" / "default.onnx"
 DEFAULT_TRAIN_CONFIG = REPO / "configs" / "shipped.yaml"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "accuracy.json"
@@ -99,6 +115,9 @@ P_TARGET = 0.01
 README_FIGURES = {
     "so762-dev": {"mfcc": (0.0935, 0.788), "resemblyzer": (0.0687, 0.624)},
     "cv-zh-test": {"mfcc": (0.1144, 0.775), "resemblyzer": (0.0744, 0.391)},
+    "dsp20-test": {"mfcc": (0.1293, 0.927), "resemblyzer": (0.1757, 0.960)},
+    "ar-cmd-test": {"mfcc": (0.2025, 0.992), "resemblyzer": (0.1417, 0.958)},
+    "cv-multi-dev": {"mfcc": (0.1833, 0.976), "resemblyzer": (0.1323, 0.831)},
 }
 
 
@@ -316,6 +335,13 @@ def read_scores(path: Path, trial_set: TrialSet) -> np.ndarray:
     return np.array([table[(a, b)] for a, b, _ in trial_set.trials])
 
 
+def read_llr(folder: Path, trial_set: TrialSet) -> np.ndarray | None:
+    """The calibrated LLRs ``evaluate`` wrote into ``folder/llr.txt`` (quality terms
+    included), in ``trial_set`` order; None for an uncalibrated model."""
+    path = folder / "llr.txt"
+    return read_scores(path, trial_set) if path.is_file() else None
+
+
 def run_model_file(ctx: Context, model: Path, minutes: float | None = None) -> SystemScores:
     """A model file (checkpoint or ONNX) through its deployed scorer on every set."""
     from voiceprint.embedder import load_embedder
@@ -325,17 +351,37 @@ def run_model_file(ctx: Context, model: Path, minutes: float | None = None) -> S
     scores: dict[str, np.ndarray] = {}
     llr: dict[str, np.ndarray | None] = {}
     backend = None
+    points: dict[str, dict[str, Any]] = {}
     for s in ctx.sets:
         out_dir = Path(ctx.args.work) / "eval" / model.stem / s.name
         results = evaluate(
             model, data_dir=str(s.folder), trials="pairs", out_dir=out_dir, progress=ctx.progress
         )
         scores[s.name] = read_scores(out_dir / "scores.txt", s.trials)
-        scorer = embedder.scorer
-        llr[s.name] = scorer.llr(scores[s.name]) if scorer.calibrated else None
+        llr[s.name] = read_llr(out_dir, s.trials)
         backend = results.get("backend")
+        points[s.name] = {"1-clip": results.get("operating_points", {})}
+        for clips in ENROLL_CLIPS[1:]:
+            folder = write_enroll_folder(
+                s, clips, Path(ctx.args.work) / "data" / f"{s.name}-enroll{clips}"
+            )
+            if folder is None:
+                continue
+            enrolled = evaluate(
+                model,
+                data_dir=str(folder),
+                trials="enroll",
+                out_dir=out_dir.with_name(f"{s.name}-enroll{clips}"),
+                progress=ctx.progress,
+            )
+            points[s.name][f"{clips}-clip"] = enrolled.get("operating_points", {})
     _, rtf = embed_waves(_VoiceprintWaves(embedder), ctx.rtf_set.waves, threads=ctx.args.threads)
-    details = {"model": str(model), "backend": backend, "model_id": embedder.model_id}
+    details = {
+        "model": str(model),
+        "backend": backend,
+        "model_id": embedder.model_id,
+        "operating_points": points,
+    }
     name = f"voiceprint {model.name}" + (" (shipped default)" if model == DEFAULT_MODEL else "")
     return SystemScores(name, model.stem, scores, llr, minutes, rtf, details)
 
@@ -412,7 +458,102 @@ def rows_of(ctx: Context, result: SystemScores) -> list[Row]:
                 measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
         )
+    if len(ctx.sets) > 1:
+        rows.append(pooled_row(ctx, result))
     return rows
+
+
+def pooled_weights(sets: list[EvalSet], counts: list[np.ndarray] | None = None) -> np.ndarray:
+    """Trial weights that count each set equally within each class: a target trial of
+    set k weighs 1 / (K n_target_k), a non-target 1 / (K n_nontarget_k). ``counts``
+    (per set, (S_k,) draws of each speaker) make it one speaker-bootstrap resample: a
+    trial then weighs by its two speakers' draws, normalised within its set and class."""
+    parts = []
+    for k, s in enumerate(sets):
+        labels = s.trials.labels
+        if counts is None:
+            w = np.ones(labels.size)
+        else:
+            spk_a, spk_b = s.trials.speakers()
+            names, idx = np.unique(np.concatenate([spk_a, spk_b]), return_inverse=True)
+            a, b = idx[: labels.size], idx[labels.size :]
+            w = counts[k][a] * np.where(a == b, 1.0, counts[k][b]).astype(np.float64)
+        for cls in (labels, ~labels):
+            total = w[cls].sum()
+            w[cls] = w[cls] / total if total > 0 else 0.0
+        parts.append(w / len(sets))
+    return np.concatenate(parts)
+
+
+def pooled_row(ctx: Context, result: SystemScores) -> Row:
+    """The system on every set at once, each set weighted equally, with 95% intervals
+    from speaker resamples drawn within each set (``--bootstrap`` of them, at most 200)."""
+    sets = ctx.sets
+    scores = np.concatenate([result.scores[s.name] for s in sets])
+    labels = np.concatenate([s.trials.labels for s in sets])
+    llrs = [result.llr[s.name] for s in sets]
+    llr = None if any(x is None for x in llrs) else np.concatenate(llrs)  # type: ignore[arg-type]
+    point = metrics.weighted_summary(scores, labels, pooled_weights(sets), P_TARGET, llr)
+    rng = np.random.default_rng(42)
+    draws = []
+    for _ in range(min(ctx.args.bootstrap, 200)):
+        counts = []
+        for s in sets:
+            n_spk = len({u.speaker for u in s.trials.utts})
+            counts.append(rng.multinomial(n_spk, np.full(n_spk, 1.0 / n_spk)).astype(float))
+        try:
+            w = pooled_weights(sets, counts)
+            draws.append(metrics.weighted_summary(scores, labels, w, P_TARGET, llr))
+        except ValueError:
+            continue
+
+    def ci(key: str) -> list[float]:
+        values = np.array([d[key] for d in draws])
+        return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+    return Row(
+        system=result.system,
+        trial_set=POOLED,
+        eer=point["eer"],
+        eer_ci95=ci("eer"),
+        min_dcf=point["min_dcf"],
+        act_dcf=point.get("act_dcf"),
+        act_dcf_ci95=ci("act_dcf") if llr is not None else None,
+        training_minutes=result.minutes,
+        rtf=result.rtf,
+        details={"sets": [s.name for s in sets], "min_dcf_ci95": ci("min_dcf"), **result.details},
+        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def operating_point_table(rows: list[Row]) -> str:
+    """False-accept / false-reject rates (%) of the default decision and of ``--far 0.01``
+    per set, for one-clip and three-clip speaker models (systems that carry decisions)."""
+    lines = [
+        "| System | set | enrollment | default: FAR / FRR % (refused %) | DCF "
+        "| --far 0.01: FAR / FRR % (refused %) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        for set_name, by_clips in (r.details.get("operating_points") or {}).items():
+            if r.trial_set != set_name:
+                continue
+            for clips, points in by_clips.items():
+                cells = []
+                for key in ("default", "far_0.01"):
+                    p = points.get(key)
+                    cells.append(
+                        "–"
+                        if p is None
+                        else f"{100 * p['far']:.2f} / {100 * p['frr']:.1f} "
+                        f"({100 * p['refused']:.1f})"
+                    )
+                dcf = points.get("default", {}).get("dcf")
+                dcf_text = "–" if dcf is None else f"{dcf:.3f}"
+                lines.append(
+                    f"| {r.system} | {set_name} | {clips} | {cells[0]} | {dcf_text} | {cells[1]} |"
+                )
+    return "\n".join(lines)
 
 
 def vs_floor(ctx: Context, s: EvalSet, scores: np.ndarray) -> dict[str, list[float]] | None:
@@ -562,7 +703,30 @@ def write_outputs(out: Path, rows: list[Row], protocol: dict[str, Any]) -> list[
             confusion_table(these),
             "",
         ]
-    md += ["Written by `python benchmarks/accuracy.py` (see benchmarks/README.md).", ""]
+    pooled = [r for r in table if r.trial_set == POOLED]
+    if pooled:
+        md += [
+            f"## {POOLED}: the {len(protocol['sets'])} sets, each weighted equally",
+            "",
+            "Every choice of recipe, back-end and decision is made on this figure. The "
+            "95% intervals come from speaker resamples drawn within each set.",
+            "",
+            markdown_table(pooled),
+            "",
+        ]
+    md += [
+        "## Decisions: false-accept and false-reject rates",
+        "",
+        "The model's default decision and the threshold `--far 0.01` sets, measured on "
+        "each set with one-clip and three-clip speaker models; trials a decision answers "
+        '"not enough speech" count as rejected (refused: their share of all trials); DCF: '
+        f"the default decision's detection cost at P(target) = {P_TARGET}.",
+        "",
+        operating_point_table(table),
+        "",
+        "Written by `python benchmarks/accuracy.py` (see benchmarks/README.md).",
+        "",
+    ]
     out.with_suffix(".md").write_text("\n".join(md), encoding="utf-8")
     return table
 
@@ -571,7 +735,9 @@ def write_outputs(out: Path, rows: list[Row], protocol: dict[str, Any]) -> list[
 
 
 def parse_sets(texts: list[str]) -> dict[str, Path]:
-    """``NAME=ROOT`` pairs (default: so762 dev and cv-zh test); each root checked."""
+    """``NAME=ROOT`` pairs (default: the five dev sets); each root checked. A root is an
+    AISHELL-layout corpus (its ``wav/test`` split, all pairs) or a Kaldi folder with its
+    own ``trials_pairs`` (cv-multi-dev)."""
     sets = {}
     for text in texts:
         name, sep, root = text.partition("=")
@@ -580,14 +746,48 @@ def parse_sets(texts: list[str]) -> dict[str, Path]:
         sets[name] = Path(root).expanduser()
     sets = sets or dict(DEFAULT_SETS)
     for name, root in sets.items():
+        if is_kaldi_set(root):
+            continue
         try:
             find_wav_root(root)
         except CorpusError as err:
             raise SystemExit(
                 f"accuracy benchmark: set {name}: {err}. The default sets need "
-                f"../shared/data/so762 and ../shared/data/cv-zh beside the repository."
+                f"../shared/data/{{so762,cv-zh,dsp20,ar-cmd,cv-multi-dev}} beside the "
+                f"repository."
             ) from err
     return sets
+
+
+def is_kaldi_set(root: Path) -> bool:
+    """A Kaldi test folder with its own trial list (cv-multi-dev), used as it is."""
+    return (root / "wav.scp").is_file() and (root / "trials_pairs").is_file()
+
+
+def trial_group(speaker: str, kaldi: bool) -> str:
+    """Trials stay within a group: a Kaldi set's language (``<language>-<nnn>`` speaker
+    ids, as its trials_pairs does), one group for an AISHELL-layout set."""
+    return speaker.rsplit("-", 1)[0] if kaldi else ""
+
+
+def write_enroll_folder(s: EvalSet, clips: int, folder: Path) -> Path | None:
+    """A test folder whose ``trials_enroll`` models each speaker with more than ``clips``
+    clips by its first ``clips``, against every other clip of its group; None when fewer
+    than two speakers qualify."""
+    groups = by_speaker(s.trials.utts)
+    kept = [u for spk, g in groups.items() if len(g) > clips for u in g]
+    if len({u.speaker for u in kept}) < 2:
+        return None
+    kaldi = is_kaldi_set(s.root)
+    write_kaldi_dir(folder, kept)
+    enroll, trials = enroll_trials(kept, clips)
+    spk = {u.utt: u.speaker for u in kept}
+    trials = [t for t in trials if trial_group(t[0], kaldi) == trial_group(spk[t[1]], kaldi)]
+    (folder / "enroll").write_text(
+        "".join(f"{name} {' '.join(ids)}\n" for name, ids in enroll.items()), "utf-8"
+    )
+    write_trials(folder / "trials_enroll", trials)
+    return folder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -657,8 +857,9 @@ def build_context(args: argparse.Namespace) -> Context:
     sets = []
     data = DataConfig(test_speakers=0, test_utts=0)  # every test speaker, every clip
     for name, root in args.sets.items():
-        folder = Path(args.work) / "data" / name
-        prepare_test(scan_split(root, "test"), data, folder)
+        folder = root if is_kaldi_set(root) else Path(args.work) / "data" / name
+        if not is_kaldi_set(root):
+            prepare_test(scan_split(root, "test"), data, folder)
         trials = load_trial_set(folder, "pairs")
         waves = [audio.load(u.path, 16000) for u in trials.utts]
         sets.append(EvalSet(name, root.resolve(), folder, trials, waves))
@@ -754,11 +955,9 @@ def main(argv: list[str] | None = None) -> int:
                 row.min_dcf,
                 "–" if row.act_dcf is None else f"{row.act_dcf:.3f}",
             )
-    for info in protocol["sets"]:
-        print(
-            f"\n{info['name']}\n"
-            + markdown_table([r for r in table if r.trial_set == info["name"]])
-        )
+    for name in [info["name"] for info in protocol["sets"]] + [POOLED]:
+        print(f"\n{name}\n" + markdown_table([r for r in table if r.trial_set == name]))
+    print("\n" + operating_point_table(table))
     print(f"\nwritten: {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

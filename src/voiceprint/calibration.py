@@ -463,16 +463,34 @@ def recalibrate(
     model, out = Path(model), Path(out)
     if model.resolve() == out.resolve():
         raise ValueError(f"calibrate writes a copy: --out must differ from {model}")
+    from voiceprint.evaluation import operating_points
+
     embedder = load_embedder(model)
     trial_set = enroll_style_trials(utts, enroll_utts)
-    emb = embed_by_utt(embedder, trial_set.utts, progress)
+    emb, speech = embed_measured_by_utt(embedder, trial_set.utts, progress)
+    labels = trial_set.labels()
+    sides = trial_set.side_seconds(speech)
+    # What the model as it is decides on this data, before it is recalibrated.
+    before_scores = score_trial_set(embedder.scorer, trial_set, emb)
+    before_llr = embedder.scorer.llr(before_scores, *sides)
+    before = operating_points(embedder.decision, before_llr, labels, *sides, p_target)
     info = {"kind": "user data", "folder": source, "enroll_utts": enroll_utts}
-    backend = fit_calibration(embedder.scorer, trial_set, emb, p_target, info, far)
+    old_backend = embedder.scorer.backend
+    old_calibration = old_backend.calibration
+    backend = fit_calibration(
+        embedder.scorer,
+        trial_set,
+        emb,
+        p_target,
+        info,
+        far,
+        speech_by_utt=speech if old_calibration is not None and old_calibration.quality else None,
+        min_speech_seconds=old_backend.decision.min_speech_seconds if old_backend.decision else 0.0,
+    )
     written = write_backend(model, backend, out)
     scorer = Scorer(backend)
     scores = score_trial_set(scorer, trial_set, emb)
-    labels = trial_set.labels()
-    llr = scorer.llr(scores)
+    llr = scorer.llr(scores, *sides)
     spk_a, spk_b = trial_set.speakers()
     crossed = cross_fitted_llr(scores, labels, spk_a, p_target, seed=0)
     eer_ci = metrics.bootstrap_eer(scores, labels, spk_a, spk_b, n_boot=500)
@@ -485,6 +503,9 @@ def recalibrate(
         "act_dcf_ci95": list(ci.get("act_dcf", (float("nan"),) * 2)),
         "act_dcf_self": metrics.act_dcf(llr[labels], llr[~labels], p_target),
         "n_speakers": int(backend.provenance["speakers"]),
+        # the model's decisions on this data before recalibration (fractions)
+        "before": before,
+        "after": operating_points(backend.decision, llr, labels, *sides, p_target),
         "calibration": backend.calibration.to_dict(),  # type: ignore[union-attr]
         "decision": backend.decision.to_dict(),  # type: ignore[union-attr]
         "model": str(model),

@@ -5,7 +5,8 @@ default too): its embedder and its own scorer (back-end, calibration, decision) 
 the trials exactly as ``verify`` does, so the figures are those of what a user runs.
 Outputs, in the experiment folder (or ``<exp>/eval/<tag>/`` for another corpus or other
 back-end settings, or ``--out``): ``results.json``, ``scores.txt`` (enroll test score
-target), ``roc.png``, ``det.png``, ``scores.png`` (score histograms).
+target), ``llr.txt`` (the same with each trial's calibrated LLR, for a calibrated
+model), ``roc.png``, ``det.png``, ``scores.png`` (score histograms).
 """
 
 from __future__ import annotations
@@ -182,28 +183,17 @@ def score_test_set(
     )
 
 
-def operating_point(
-    decision: Decision, llr: np.ndarray, labels: np.ndarray, scored: ScoredTrials
-) -> dict[str, float]:
-    """False-accept and false-reject rates (fractions) of ``decision`` on the trials, with
-    trials it answers "not enough speech" counted as rejected; ``refused``: their share."""
-    sides = (scored.enroll_seconds, scored.test_seconds)
-    accepted = decision.accepts_all(llr, *sides)
-    answered = decision.accepts_all(np.full(len(llr), np.inf), *sides)
-    return {
-        "threshold": float(decision.threshold),
-        "far": float(accepted[~labels].mean()),
-        "frr": float(1.0 - accepted[labels].mean()),
-        "refused": float(1.0 - answered.mean()),
-    }
-
-
 def operating_points(
-    scorer: Scorer, llr: np.ndarray, labels: np.ndarray, scored: ScoredTrials, p_target: float
+    decision: Decision | None,
+    llr: np.ndarray,
+    labels: np.ndarray,
+    enroll_seconds: np.ndarray,
+    test_seconds: np.ndarray,
+    p_target: float,
 ) -> dict[str, dict[str, float]]:
-    """The model's default decision and ``--far 0.01`` measured on the trials, plus each
-    one's detection cost (normalised like minDCF, at ``p_target``)."""
-    decision = scorer.decision
+    """``decision`` (the model's default) and its ``--far 0.01`` threshold measured on the
+    trials (:meth:`Decision.rates`), plus each one's detection cost (normalised like
+    minDCF, at ``p_target``)."""
     if decision is None:
         return {}
     chosen = {"default": decision}
@@ -213,7 +203,7 @@ def operating_points(
         log.warning("no --far 0.01 operating point: %s", err)
     out = {}
     for name, d in chosen.items():
-        point = operating_point(d, llr, labels, scored)
+        point = d.rates(llr, labels, enroll_seconds, test_seconds)
         point["dcf"] = (p_target * point["frr"] + (1 - p_target) * point["far"]) / min(
             p_target, 1 - p_target
         )
@@ -328,7 +318,9 @@ def evaluate(
         scores, labels, spk_a, spk_b, n_boot=config.eval.bootstrap, seed=config.seed
     )
     llr = scorer.llr(scores, scored.enroll_seconds, scored.test_seconds)
-    points = operating_points(scorer, llr, labels, scored, p_target)
+    points = operating_points(
+        scorer.decision, llr, labels, scored.enroll_seconds, scored.test_seconds, p_target
+    )
     llr = llr if scorer.calibrated else None
     dcf_ci = metrics.bootstrap_dcf(
         scores, labels, spk_a, spk_b, p_target, llr=llr, n_boot=200, seed=config.seed
@@ -367,6 +359,8 @@ def evaluate(
     )
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     write_scores(out / "scores.txt", test.trials, scores)
+    if llr is not None:  # the calibrated LLR of each trial, its speech durations included
+        write_scores(out / "llr.txt", test.trials, llr)
     fpr, tpr, _ = metrics.roc(scores, labels)
     plots.plot_roc(
         fpr, tpr, results["eer"], out / "roc.png", title=f"ROC — {config.name} ({kind} trials)"

@@ -577,3 +577,46 @@ def paired_bootstrap(
     whole = min_dcf(y[lab], y[~lab], p_target)[0] - min_dcf(x[lab], x[~lab], p_target)[0]
     out["min_dcf"] = (whole, *_interval(dcf_diff, confidence))
     return out
+
+
+# ----------------------------------------------------------------- pooled across sets
+
+
+def weighted_summary(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
+    p_target: float = 0.01,
+    llr: ArrayLike | None = None,
+) -> dict[str, float]:
+    """EER, minDCF (and actual DCF of ``llr``) of trials that count by ``weights``.
+
+    Each trial's weight is its share of its class: target weights are normalised to sum
+    to 1 (P_miss is the weight of rejected targets), non-target weights likewise (P_fa).
+    Equal weights give :func:`eer`, :func:`min_dcf` and :func:`act_dcf`; weights of
+    ``1 / (K n_set)`` per class pool K trial sets so that each counts equally.
+    """
+    s = _as_scores(scores, "scores")
+    lab = _as_labels(labels, s.size)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != s.shape or np.any(w < 0):
+        raise ValueError("weights must be non-negative, one per score")
+    w_tar, w_non = np.where(lab, w, 0.0), np.where(lab, 0.0, w)
+    if w_tar.sum() <= 0 or w_non.sum() <= 0:
+        raise ValueError("need target and non-target trials of positive weight")
+    w_tar, w_non = w_tar / w_tar.sum(), w_non / w_non.sum()
+    order, ends = _sort_desc(s)
+    far = np.concatenate([[0.0], np.cumsum(w_non[order])[ends]])
+    frr = np.concatenate([[1.0], 1.0 - np.cumsum(w_tar[order])[ends]])
+    eer_value, _, _ = _eer_crossing(far, frr)
+    norm = min(p_target, 1.0 - p_target)
+    out = {
+        "eer": eer_value,
+        "min_dcf": float(np.min(p_target * frr + (1 - p_target) * far) / norm),
+    }
+    if llr is not None:
+        accept = np.asarray(llr, dtype=np.float64) >= bayes_threshold(p_target)
+        p_miss = float(w_tar[~accept].sum())
+        p_fa = float(w_non[accept].sum())
+        out["act_dcf"] = (p_target * p_miss + (1 - p_target) * p_fa) / norm
+    return out

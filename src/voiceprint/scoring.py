@@ -447,6 +447,22 @@ class Decision:
                 ok &= np.asarray(seconds, dtype=np.float64) >= self.min_speech_seconds
         return ok
 
+    def rates(self, llr: Any, labels: Any, *speech_seconds: Any) -> dict[str, float]:
+        """What this decision does on trials with known labels: false-accept and
+        false-reject rates (fractions), trials answered "not enough speech" counted as
+        rejected, and ``refused``, their share. llr, labels, seconds: (n,) each."""
+        lab = np.asarray(labels, dtype=bool)
+        if lab.all() or not lab.any():
+            raise ValueError("rates need target and non-target trials")
+        accepted = self.accepts_all(llr, *speech_seconds)
+        answered = self.accepts_all(np.full(lab.size, np.inf), *speech_seconds)
+        return {
+            "threshold": float(self.threshold),
+            "far": float(accepted[~lab].mean()),
+            "frr": float(1.0 - accepted[lab].mean()),
+            "refused": float(1.0 - answered.mean()),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"threshold": self.threshold, "rule": self.rule, "far": self.far}
         if self.p_target is not None:

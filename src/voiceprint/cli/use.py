@@ -297,6 +297,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
+    for name, point in report["before"].items():
+        print(
+            f"before: the model's {name} threshold {point['threshold']:.3f} gives "
+            f"{100 * point['far']:.2f}% false accepts, {100 * point['frr']:.1f}% false "
+            f"rejects on this data"
+        )
     lo, hi = report["eer_ci95"]
     dlo, dhi = report["min_dcf_ci95"]
     alo, ahi = report["act_dcf_ci95"]
