@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import shutil
 from pathlib import Path
 
@@ -81,6 +83,17 @@ def test_precision_choice(quantized: tuple[Path, Path], monkeypatch: pytest.Monk
     with pytest.raises(FileNotFoundError, match="int8"):
         choose_precision(lone, "int8")
     assert choose_precision(lone, "auto") == lone
+
+
+def test_missing_copy_names_a_real_export_option(tmp_path: Path) -> None:
+    from voiceprint.cli import build_parser
+
+    with pytest.raises(FileNotFoundError) as caught:
+        choose_precision(tmp_path / "model.onnx", "int8")
+    named = set(re.findall(r"--[a-z0-9][a-z0-9-]*", str(caught.value)))
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {o for action in sub.choices["export"]._actions for o in action.option_strings}
+    assert named and named <= options, f"{sorted(named - options)} is not an export option"
 
 
 def test_vnni_flag_detection(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ def choose_precision(model: Path, precision: str = "auto") -> Path:
         if not copy.is_file():
             raise FileNotFoundError(
                 f"no int8 copy of {model} ({copy.name}): make one with "
-                f"voiceprint export --precision int8"
+                f"voiceprint export --int8-data DIR (or --int8-root DIR)"
             )
         return copy
     return copy if copy.is_file() and int8_pays_off() else model
