@@ -353,7 +353,8 @@ def load_embedder(
 
     For an ONNX file, ``precision`` picks the file that runs
     (:func:`voiceprint.quantize.choose_precision`): ``"fp32"`` the file itself, ``"int8"``
-    its ``.int8.onnx`` copy, ``"auto"`` the copy where this CPU runs it faster.
+    its ``.int8.onnx`` copy, ``"auto"`` the copy where this CPU runs it faster and it
+    carries the same model id and back-end (a foreign copy is passed over with a warning).
     """
     path = Path(path).expanduser()
     if path.is_dir():
