@@ -287,7 +287,8 @@ class OnnxEmbedder(Embedder):
             import onnxruntime as ort
         except ImportError as err:  # pragma: no cover - depends on the install
             raise ImportError(
-                "running an .onnx model needs onnxruntime: pip install 'voiceprint[onnx]'"
+                "running an .onnx model needs onnxruntime, a core dependency of voiceprint: "
+                "pip install onnxruntime"
             ) from err
         path = Path(path)
         if not path.is_file():

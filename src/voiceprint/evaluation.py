@@ -302,15 +302,16 @@ def evaluate(
     )
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     write_scores(out / "scores.txt", test.trials, scores)
-    fpr, tpr, _ = metrics.roc(scores, labels)
-    plots.plot_roc(
-        fpr, tpr, results["eer"], out / "roc.png", title=f"ROC — {config.name} ({kind} trials)"
-    )
-    far, frr, _ = metrics.det_curve(target, nontarget)
-    plots.plot_det(far, frr, out / "det.png", eer=results["eer"])
-    plots.plot_score_histogram(
-        target, nontarget, out / "scores.png", threshold=results["eer_threshold"]
-    )
+    if plots.can_draw(f"roc.png, det.png, scores.png in {out}"):
+        fpr, tpr, _ = metrics.roc(scores, labels)
+        plots.plot_roc(
+            fpr, tpr, results["eer"], out / "roc.png", title=f"ROC — {config.name} ({kind} trials)"
+        )
+        far, frr, _ = metrics.det_curve(target, nontarget)
+        plots.plot_det(far, frr, out / "det.png", eer=results["eer"])
+        plots.plot_score_histogram(
+            target, nontarget, out / "scores.png", threshold=results["eer_threshold"]
+        )
     if default_set and checkpoint is not None:
         record_evaluation(checkpoint, results)
     log.info(

@@ -24,6 +24,7 @@ from voiceprint.cli.use import (
     choose_decision,
     db_path,
     load_model,
+    needs_extra,
     open_store,
 )
 from voiceprint.diarization.clustering import STOP_LLR
@@ -45,6 +46,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
 
     if args.num_speakers is not None and (args.min_speakers or args.max_speakers):
         raise ValueError("give --num-speakers, or --min-speakers/--max-speakers, not both")
+    needs_extra("diarization", "diarization (clustering)", "scipy", "sklearn")
     embedder = load_model(args.model)
     chosen = None
     if args.threshold is not None or args.far is not None or args.p_target is not None:
@@ -80,6 +82,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_diarization(args: argparse.Namespace) -> int:
+    needs_extra("diarization", "scoring diarization", "pyannote.metrics")
     from voiceprint.diarization.evaluate import score_sets
     from voiceprint.diarization.segments import read_rttm_tree
 
