@@ -2,8 +2,8 @@
 # Set up voiceprint in ./.venv: the CPU build of PyTorch first (a plain "torch" requirement
 # would pull a multi-GB CUDA build), then the package with the extras named as arguments.
 #   bash scripts/setup.sh              core only
-#   bash scripts/setup.sh dev          + tests, lint, ONNX, service, faiss, PostgreSQL client
-#                                      (everything CI needs)
+#   bash scripts/setup.sh dev          + tests, lint, ONNX export, service, faiss, PostgreSQL
+#                                      client, plots (everything CI needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -19,7 +19,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 extras=""
 case "${1:-}" in
-  dev) extras="[dev,onnx,serve,scale,postgres]" ;;
+  dev) extras="[dev,onnx,serve,scale,postgres,plots]" ;;
   "") extras="" ;;
   *) extras="[$1]" ;;
 esac

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from voiceprint.audio import AudioError, decode_bytes, load, prepare, save
+from voiceprint.audio import AudioError, AudioTooLongError, decode_bytes, load, prepare, save
 
 SR = 16000
 
@@ -173,3 +175,74 @@ def test_decode_bytes_errors_name_the_upload(tmp_path: Path) -> None:
         assert f"upload:{name}" in str(info.value) and problems[name] in str(info.value)
     with pytest.raises(AudioError, match="upload.*empty"):
         decode_bytes(b"")
+
+
+# --- duration caps: sized from the header, before decoding -----------------------------
+
+BOMB_SECONDS = 2 * 3600.0
+DECODED_BYTES = int(BOMB_SECONDS * SR * 4)  # 460 MB of float32 once decoded
+
+
+def flac_bomb(path: Path, seconds: float = BOMB_SECONDS) -> Path:
+    """``seconds`` of one constant sample at 16 kHz as FLAC: a few hundred kB."""
+    block = np.full(60 * SR, 0.25, dtype=np.float32)
+    with sf.SoundFile(path, "w", SR, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(int(seconds // 60)):
+            f.write(block)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = flac_bomb(tmp_path_factory.mktemp("bomb") / "bomb.flac")
+    assert path.stat().st_size < 1_000_000
+    return path
+
+
+def _refused(call, match: str) -> tuple[float, int]:
+    """Run ``call`` expecting AudioTooLongError matching ``match``: (seconds, peak bytes)."""
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(AudioTooLongError, match=match):
+            call()
+        return time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_flac_bomb_is_refused_from_its_header(bomb: Path) -> None:
+    match = r"bomb\.flac: 7200\.0 s of audio is longer than the 300 s accepted"
+    seconds, peak = _refused(lambda: load(bomb, max_seconds=300), match)
+    assert seconds < 1.0 and peak < DECODED_BYTES / 100  # nothing decoded
+    data = bomb.read_bytes()
+    seconds, peak = _refused(
+        lambda: decode_bytes(data, name="upload bomb.flac", max_seconds=300), f"upload {match}"
+    )
+    assert seconds < 1.0 and peak < DECODED_BYTES / 100
+
+
+def test_decoding_stops_at_the_cap_when_the_header_does_not_say(bomb: Path, tmp_path: Path) -> None:
+    data = bytearray(bomb.read_bytes())
+    # STREAMINFO's 36-bit total sample count (bytes 18-25 of the file): 0 means unknown.
+    fields = int.from_bytes(data[18:26], "big")
+    data[18:26] = (fields & ~((1 << 36) - 1)).to_bytes(8, "big")
+    blind = tmp_path / "blind.flac"
+    blind.write_bytes(bytes(data))
+    assert sf.info(str(blind)).frames > BOMB_SECONDS * SR  # libsndfile: length unknown
+    match = r"blind\.flac: more than the 60 s of audio accepted"
+    seconds, peak = _refused(lambda: load(blind, max_seconds=60), match)
+    assert seconds < 1.0 and peak < 3 * 60 * SR * 4  # about the cap's worth, never more
+
+
+def test_audio_within_the_cap_loads_as_without_one(tmp_path: Path) -> None:
+    sf.write(tmp_path / "a.flac", tone(300.0, seconds=2.0), SR)
+    np.testing.assert_array_equal(
+        load(tmp_path / "a.flac", max_seconds=2.0), load(tmp_path / "a.flac")
+    )
+    with pytest.raises(
+        AudioTooLongError, match=r"a\.flac: 2\.0 s of audio is longer than the 1\.5 s"
+    ):
+        load(tmp_path / "a.flac", max_seconds=1.5)
+    with pytest.raises(ValueError, match="max_seconds"):
+        load(tmp_path / "a.flac", max_seconds=0)

@@ -56,7 +56,7 @@ def test_default_int8_copy_stands_for_the_float32_model(monkeypatch: pytest.Monk
     On CPUs without VNNI, onnxruntime's u8s8 kernels sum byte pairs in 16 bits, which can
     saturate (0.990 measured on an AMD EPYC without VNNI): there ``precision=auto`` keeps
     float32, and the copy is held to a looser bound."""
-    from voiceprint.quantize import choose_precision, int8_path, int8_pays_off
+    from voiceprint.quantize import choose_precision, copy_mismatch, int8_path, int8_pays_off
 
     monkeypatch.delenv("VOICEPRINT_PRECISION", raising=False)  # auto, as a user gets it
     path = default_model()
@@ -67,6 +67,7 @@ def test_default_int8_copy_stands_for_the_float32_model(monkeypatch: pytest.Monk
     fp32, int8 = OnnxEmbedder(path), OnnxEmbedder(copy)
     assert int8.precision == "int8" and fp32.precision == "fp32"
     assert int8.model_id == fp32.model_id and int8.evaluation == fp32.evaluation
+    assert copy_mismatch(path, copy) is None  # so auto may run it
     rng = np.random.default_rng(4)
     clips = [synthesize_utterance(make_voice(rng), 3.0, rng) for _ in range(4)]
     a, b = fp32.embed_batch(clips), int8.embed_batch(clips)

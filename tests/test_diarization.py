@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from voiceprint.diarization.windows import make_windows
 from voiceprint.scoring import Decision
 from voiceprint.store import SpeakerDB
 from voiceprint.synth import make_voice, synthesize_utterance
+
+from .postgres import fresh_schema
 
 SR = 16000
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "src/voiceprint/assets/default.onnx"
@@ -374,6 +378,43 @@ def test_cli_diarize_and_evaluate(embedder, pool, tmp_path: Path, capsys) -> Non
     assert main(["diarize", str(wav), "--num-speakers", "2", "--max-speakers", "3",
                  "--out", str(out)]) == 2  # fmt: skip
     assert main([*args[:2], "--db", str(tmp_path / "none.db"), "--out", str(out)]) == 2
+
+
+def test_cli_diarize_names_from_a_postgres_store(embedder, pool, tmp_path: Path, capsys) -> None:
+    """``--db postgresql://...`` opens the store as every other store command does."""
+    from voiceprint.cli import main
+
+    with fresh_schema() as url:
+        conv = _conversation(pool, ["ann", "ben"], seed=3, seconds=30)
+        wav, _ = conv.save(tmp_path / "data", "talk")
+        with SpeakerDB(url, embedder.model_id, embedder.scorer) as db:
+            db.enroll("ben", embedder.embed_batch(pool["ben"][6:]))
+        tuned = ["--stop-llr", str(SYNTH_STOP_LLR), "--threshold", str(SYNTH_NAMING.threshold)]
+        args = ["diarize", str(wav), "--model", str(DEFAULT_MODEL), "--db", url, *tuned]
+        assert main([*args, "--out", str(tmp_path / "out"), "--no-picture"]) == 0, (
+            capsys.readouterr().err
+        )
+    doc = json.loads((tmp_path / "out" / "talk.json").read_text())
+    assert "ben" in {s["name"] for s in doc["speakers"]}
+
+
+def test_cli_diarize_on_an_unreachable_store_says_so_in_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    wav = tmp_path / "talk.wav"
+    sf.write(wav, _clip("ann", 0, 2.0), SR)
+    url = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+    command = ["diarize", str(wav), "--model", str(DEFAULT_MODEL), "--db", url]
+    done = subprocess.run(
+        [sys.executable, "-m", "voiceprint", *command, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("voiceprint diarize: error: cannot connect to postgresql://")
+    assert "127.0.0.1:1/none" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
 def test_service_diarize(embedder, pool, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +83,22 @@ def test_plot_training(tmp_path: Path) -> None:
         plots.plot_training([], tmp_path / "x.png")
     with pytest.raises(ValueError, match="entry 0 lacks lr"):
         plots.plot_training([{"epoch": 1, "loss": 1.0, "accuracy": 0.5}], tmp_path / "x.png")
+
+
+def test_without_matplotlib_pictures_are_skipped_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """matplotlib is the plots extra: its callers skip the picture and say how to get it."""
+    from voiceprint.diarization import Segment
+    from voiceprint.diarization.pipeline import Diarization
+
+    result = Diarization("talk", 4.0, [Segment(0.5, 3.0, "unknown-1")], [])
+    assert plots.can_draw("x.png")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    with caplog.at_level(logging.WARNING, logger="voiceprint.plots"):
+        assert not plots.can_draw("x.png")
+        written = result.write(tmp_path, picture=True)
+    assert set(written) == {"rttm", "json"} and not (tmp_path / "talk.png").exists()
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and all("pip install 'voiceprint[plots]'" in w for w in warned)
+    assert "talk.png skipped" in warned[1]

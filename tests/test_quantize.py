@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from tests.test_onnx import tiny_exported  # noqa: E402
+from voiceprint.artifact import read_onnx_metadata  # noqa: E402
 from voiceprint.embedder import OnnxEmbedder, load_embedder  # noqa: E402
 from voiceprint.quantize import (  # noqa: E402
     choose_precision,
@@ -81,6 +85,71 @@ def test_precision_choice(quantized: tuple[Path, Path], monkeypatch: pytest.Monk
     with pytest.raises(FileNotFoundError, match="int8"):
         choose_precision(lone, "int8")
     assert choose_precision(lone, "auto") == lone
+
+
+def _relabelled(source: Path, out: Path, **changes: str) -> Path:
+    """A copy of ``source`` whose ``voiceprint.<key>`` metadata entries are ``changes``."""
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(source))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update({f"voiceprint.{k}": v for k, v in changes.items()})
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+    onnx.save_model(proto, str(out))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"model_id": "another-model"}, "model_id another-model"),
+        ({"backend": '{"mean": null}'}, "backend differs"),  # recalibrated after quantizing
+    ],
+)
+def test_a_foreign_int8_sibling_is_passed_over(
+    quantized: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    changes: dict[str, str],
+    reason: str,
+) -> None:
+    model = Path(shutil.copy(quantized[0], tmp_path / "model.onnx"))
+    foreign = _relabelled(quantized[1], int8_path(model), **changes)
+    monkeypatch.delenv("VOICEPRINT_PRECISION", raising=False)
+    monkeypatch.setattr("voiceprint.quantize.int8_pays_off", lambda: True)  # as on VNNI
+    with caplog.at_level(logging.WARNING, logger="voiceprint.quantize"):
+        embedder = load_embedder(model)
+    assert (embedder.path, embedder.precision) == (model, "fp32")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and foreign.name in warned[0] and reason in warned[0]
+    with pytest.raises(ValueError, match=f"not an int8 copy of .*{reason}"):
+        choose_precision(model, "int8")  # asked for by name: refused, not swapped
+    # the genuine copy beside the same model still runs
+    shutil.copy(quantized[1], foreign)
+    assert load_embedder(model).precision == "int8"
+
+
+def test_metadata_is_read_without_loading_the_graph(
+    quantized: tuple[Path, Path], tmp_path: Path
+) -> None:
+    for path in quantized:
+        assert read_onnx_metadata(path) == OnnxEmbedder(path).metadata
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"RIFF not a model at all")
+    with pytest.raises(ValueError, match="junk.onnx is not a well-formed ONNX model"):
+        read_onnx_metadata(junk)
+
+
+def test_missing_copy_names_a_real_export_option(tmp_path: Path) -> None:
+    from voiceprint.cli import build_parser
+
+    with pytest.raises(FileNotFoundError) as caught:
+        choose_precision(tmp_path / "model.onnx", "int8")
+    named = set(re.findall(r"--[a-z0-9][a-z0-9-]*", str(caught.value)))
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {o for action in sub.choices["export"]._actions for o in action.option_strings}
+    assert named and named <= options, f"{sorted(named - options)} is not an export option"
 
 
 def test_vnni_flag_detection(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from voiceprint.service.access import KeyRing, RateLimit
 from voiceprint.store import SpeakerDB
 from voiceprint.synth import make_voice, synthesize_utterance
 
+from .test_audio import flac_bomb
 from .test_onnx import make_tiny_checkpoint
 
 ADMIN_SECRET = "admin-secret-0123456789"
@@ -286,6 +288,20 @@ def test_oversize_upload_is_413(client: TestClient) -> None:
     assert client.post("/v1/embed", files=_files(file=wav_bytes(1, seconds=2.0))).status_code == 200
 
 
+def test_a_flac_bomb_is_refused_before_decoding(embedder: Embedder, tmp_path: Path) -> None:
+    """364 kB of FLAC holding two hours: 413 from the header, in well under a second."""
+    bomb = flac_bomb(tmp_path / "bomb.flac").read_bytes()
+    app = create_app(embedder, tmp_path / "s.db", max_upload_mb=1)  # 300 s of audio at most
+    with TestClient(app) as client:
+        files = {"file": ("bomb.flac", bomb, "audio/flac")}
+        started = time.perf_counter()
+        r = client.post("/v1/verify", data={"name": "alice"}, files=files)
+        elapsed = time.perf_counter() - started
+    assert r.status_code == 413, r.text
+    assert elapsed < 1.0  # decoding it whole took 16 s of CPU and 1.8 GB
+    assert r.json()["detail"] == "bomb.flac: 7200.0 s of audio is longer than the 300 s accepted"
+
+
 def test_no_speech_is_400_and_long_audio_is_413(embedder: Embedder, tmp_path: Path) -> None:
     app = create_app(embedder, tmp_path / "s.db", max_upload_mb=5, max_audio_seconds=2.0)
     buffer = io.BytesIO()
@@ -295,5 +311,7 @@ def test_no_speech_is_400_and_long_audio_is_413(embedder: Embedder, tmp_path: Pa
         r = client.post("/v1/embed", files=_files(file=buffer.getvalue()))
         assert r.status_code == 400 and "file.wav: no speech found" in r.json()["detail"]
         r = client.post("/v1/embed", files=_files(file=wav_bytes(1, seconds=3.0)))
-        assert r.status_code == 413 and "longer than this service accepts" in r.json()["detail"]
+        assert (
+            r.status_code == 413 and "3.0 s of audio is longer than the 2 s" in r.json()["detail"]
+        )
         assert client.post("/v1/embed", files=_files(file=wav_bytes(1))).status_code == 200

@@ -28,12 +28,13 @@ The same back-end and evaluation travel in an ONNX file's metadata (``onnx_expor
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from voiceprint.scoring import Backend, Decision
 
@@ -199,6 +200,72 @@ def parse_onnx_metadata(meta: dict[str, str], path: str | Path) -> dict[str, Any
         raise ValueError(f"{path}: {ONNX_PREFIX}evaluation must be a mapping")
     out["backend"] = backend
     return out
+
+
+_METADATA_FIELD = 14  # ModelProto.metadata_props (repeated StringStringEntryProto)
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """An ONNX file's ``metadata_props`` (key -> value), read from the top-level protobuf
+    fields of its ModelProto without loading the graph (milliseconds, no onnx or
+    onnxruntime needed). ValueError naming ``path`` when it is not a well-formed model."""
+    path = Path(path)
+    meta: dict[str, str] = {}
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            while f.tell() < size:
+                _, value = _proto_field(f, wanted=(_METADATA_FIELD,))
+                if value is not None:
+                    entry = io.BytesIO(value)
+                    pair = {1: b"", 2: b""}  # StringStringEntryProto: key = 1, value = 2
+                    while entry.tell() < len(value):
+                        number, text = _proto_field(entry, wanted=(1, 2))
+                        if text is not None:
+                            pair[number] = text
+                    meta[pair[1].decode("utf-8")] = pair[2].decode("utf-8")
+            if f.tell() > size:
+                raise ValueError("truncated")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a well-formed ONNX model ({err})") from err
+    return meta
+
+
+def _proto_field(f: BinaryIO, wanted: tuple[int, ...]) -> tuple[int, bytes | None]:
+    """Read one protobuf field at ``f``'s position: (its number, its bytes when it is a
+    length-delimited field in ``wanted``, else None: skipped without reading)."""
+    tag = _varint(f)
+    number, wire = tag >> 3, tag & 7
+    if wire == 0:
+        _varint(f)
+    elif wire == 2:
+        length = _varint(f)
+        if number not in wanted:
+            f.seek(length, os.SEEK_CUR)  # e.g. the graph: never read
+            return number, None
+        data = f.read(length)
+        if len(data) != length:
+            raise ValueError("truncated")
+        return number, data
+    elif wire in (1, 5):
+        f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+    else:
+        raise ValueError(f"unexpected protobuf wire type {wire}")
+    return number, None
+
+
+def _varint(f: BinaryIO) -> int:
+    """A protobuf base-128 varint."""
+    value = shift = 0
+    while shift < 64:
+        byte = f.read(1)
+        if not byte:
+            raise ValueError("truncated")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+    raise ValueError("varint too long")
 
 
 def write_backend(model: str | Path, backend: Backend, out: str | Path) -> Path:

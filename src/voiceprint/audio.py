@@ -7,6 +7,12 @@ other sample rates are converted with soxr (its "HQ" quality). Every failure rai
 what is wrong: missing, not a file, not decodable audio, empty, too short, silent or
 holding NaN/inf values.
 
+Size first: with ``max_seconds``, :func:`load` and :func:`decode_bytes` read the duration
+from the header (frames and sample rate) and refuse longer input before decoding any of it
+(:class:`AudioTooLongError`); decoding never reads more than ``max_seconds`` either, so a
+header that does not say (or lies) cannot make it decode more. A few hundred kB of FLAC
+can hold hours of audio.
+
 Kaldi ``wav.scp`` commands: a "path" that ends in ``|`` (``sox x.wav -t wav - |``,
 ``ffmpeg -i x.m4a -f wav - |``) is run as Kaldi runs it, through the shell (``/bin/sh -c``,
 so quoting, pipes and variables work as in Kaldi), and the WAV (or any format soundfile
@@ -32,10 +38,15 @@ import soxr
 SILENCE_PEAK = 1e-4  # a signal whose absolute peak stays below this is treated as silent
 AV_SUFFIXES = (".m4a", ".mp4", ".aac")  # decoded with PyAV (the voxceleb2 extra)
 COMMAND_SECONDS = 600.0  # a wav.scp command running longer than this is stopped
+UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's frame count when the header does not say
 
 
 class AudioError(ValueError):
     """Audio that cannot be used; the message names the file and the problem."""
+
+
+class AudioTooLongError(AudioError):
+    """Audio longer than the caller's ``max_seconds``, refused before it is decoded."""
 
 
 class PipeCommand(str):
@@ -54,15 +65,26 @@ def is_command(path: str | Path) -> bool:
     return isinstance(path, str) and path.rstrip().endswith("|")
 
 
-def load(path: str | Path, sample_rate: int = 16000, *, min_seconds: float = 0.1) -> np.ndarray:
+def load(
+    path: str | Path,
+    sample_rate: int = 16000,
+    *,
+    min_seconds: float = 0.1,
+    max_seconds: float | None = None,
+) -> np.ndarray:
     """Read an audio file as float32 mono in [-1, 1] at ``sample_rate`` Hz.
 
     Returns an array of shape (N,). Raises AudioError naming ``path`` when the file is
-    missing, is not a regular file, cannot be decoded, or holds no usable signal.
-    ``path`` may also be a Kaldi command ending in ``|`` whose stdout is audio.
+    missing, is not a regular file, cannot be decoded, or holds no usable signal, and
+    AudioTooLongError when it holds more than ``max_seconds`` (None: no cap), judged from
+    the header before decoding. ``path`` may also be a Kaldi command ending in ``|``
+    whose stdout is audio.
     """
+    _check_cap(max_seconds)
     if is_command(path):
-        return _load_command(str(path), getattr(path, "utt", ""), sample_rate, min_seconds)
+        return _load_command(
+            str(path), getattr(path, "utt", ""), sample_rate, min_seconds, max_seconds
+        )
     path = Path(path)
     name = str(path)
     if not path.exists():
@@ -72,16 +94,58 @@ def load(path: str | Path, sample_rate: int = 16000, *, min_seconds: float = 0.1
     if path.stat().st_size == 0:
         raise AudioError(f"{name}: empty file (0 bytes)")
     if path.suffix.lower() in AV_SUFFIXES:
-        data, rate = _decode_av(path, name)
-        return _finish(data, rate, sample_rate, name, min_seconds)
+        data, rate = _decode_av(path, name, max_seconds)
+    else:
+        data, rate = _decode(str(path), name, max_seconds)
+    return _finish(data, rate, sample_rate, name, min_seconds)
+
+
+def _check_cap(max_seconds: float | None) -> None:
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive or None, got {max_seconds}")
+
+
+def _too_long(name: str, seconds: float | None, max_seconds: float) -> AudioTooLongError:
+    """The refusal of audio over the cap; ``seconds`` None: the header did not say."""
+    if seconds is None:
+        return AudioTooLongError(
+            f"{name}: more than the {max_seconds:g} s of audio accepted (decoding stopped there)"
+        )
+    return AudioTooLongError(
+        f"{name}: {seconds:.1f} s of audio is longer than the {max_seconds:g} s accepted"
+    )
+
+
+def _decode(
+    source: str | io.BytesIO, name: str, max_seconds: float | None
+) -> tuple[np.ndarray, int]:
+    """Decode with soundfile -> (float32 (N, C), rate). With ``max_seconds``, the
+    header's duration is checked first and at most ``max_seconds`` (+1 frame, to see an
+    overrun) are decoded."""
+    errors = (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
+        f = sf.SoundFile(source)
+    except errors as err:
         raise AudioError(f"{name}: cannot decode as audio ({_reason(err)})") from err
-    return _finish(data, int(rate), sample_rate, name, min_seconds)
+    with f:
+        rate, frames = int(f.samplerate), int(f.frames)
+        limit = -1  # everything
+        if max_seconds is not None:
+            if frames < UNKNOWN_FRAMES and frames > max_seconds * rate:
+                raise _too_long(name, frames / rate, max_seconds)  # nothing decoded
+            limit = int(max_seconds * rate) + 1
+        try:
+            data = f.read(limit, dtype="float32", always_2d=True)
+        except errors as err:
+            raise AudioError(f"{name}: cannot decode as audio ({_reason(err)})") from err
+    if max_seconds is not None and len(data) > max_seconds * rate:  # the header said less
+        raise _too_long(name, None, max_seconds)
+    return data, rate
 
 
-def _load_command(command: str, utt: str, sample_rate: int, min_seconds: float) -> np.ndarray:
+def _load_command(
+    command: str, utt: str, sample_rate: int, min_seconds: float, max_seconds: float | None
+) -> np.ndarray:
     """Run a wav.scp command through the shell, as Kaldi does, and decode its stdout."""
     shell = command.rstrip()[:-1].strip()
     name = f"utterance {utt} (command {shell!r})" if utt else f"command {shell!r}"
@@ -99,11 +163,14 @@ def _load_command(command: str, utt: str, sample_rate: int, min_seconds: float) 
         raise AudioError(
             f"{name}: wrote no audio to stdout{f' ({stderr[-300:]})' if stderr else ''}"
         )
-    return decode_bytes(done.stdout, sample_rate, name=name, min_seconds=min_seconds)
+    return decode_bytes(
+        done.stdout, sample_rate, name=name, min_seconds=min_seconds, max_seconds=max_seconds
+    )
 
 
-def _decode_av(path: Path, name: str) -> tuple[np.ndarray, int]:
-    """Decode AAC/MP4 with PyAV -> (float32 (N, C), rate)."""
+def _decode_av(path: Path, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Decode AAC/MP4 with PyAV -> (float32 (N, C), rate); with ``max_seconds``, as
+    :func:`_decode`: the container's duration first, then decoding stops past the cap."""
     try:
         import av
     except ImportError as err:
@@ -115,12 +182,18 @@ def _decode_av(path: Path, name: str) -> tuple[np.ndarray, int]:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 raise AudioError(f"{name}: holds no audio stream")
+            seconds = None if container.duration is None else container.duration / av.time_base
+            if max_seconds is not None and seconds is not None and seconds > max_seconds:
+                raise _too_long(name, seconds, max_seconds)  # nothing decoded
             resampler = av.AudioResampler(format="fltp")
-            chunks, rate = [], 0
+            chunks, rate, decoded = [], 0, 0
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     rate = out.sample_rate
                     chunks.append(out.to_ndarray())
+                    decoded += out.samples
+                if max_seconds is not None and rate and decoded > max_seconds * rate:
+                    raise _too_long(name, None, max_seconds)
     except AudioError:
         raise
     except (av.FFmpegError, ValueError, OSError, StopIteration) as err:
@@ -136,18 +209,18 @@ def decode_bytes(
     *,
     name: str = "upload",
     min_seconds: float = 0.1,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
-    """Decode an in-memory audio file (e.g. an upload) like :func:`load`.
+    """Decode an in-memory audio file (e.g. an upload) like :func:`load`, refusing more
+    than ``max_seconds`` from its header before decoding (AudioTooLongError).
 
     ``name`` is used in error messages. Returns float32 (N,) in [-1, 1] at ``sample_rate``.
     """
+    _check_cap(max_seconds)
     if not data:
         raise AudioError(f"{name}: empty upload (0 bytes)")
-    try:
-        wave, rate = sf.read(io.BytesIO(bytes(data)), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
-        raise AudioError(f"{name}: cannot decode as audio ({_reason(err)})") from err
-    return _finish(wave, int(rate), sample_rate, name, min_seconds)
+    wave, rate = _decode(io.BytesIO(bytes(data)), name, max_seconds)
+    return _finish(wave, rate, sample_rate, name, min_seconds)
 
 
 def prepare(

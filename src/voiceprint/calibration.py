@@ -514,6 +514,7 @@ def recalibrate(
     folder = Path(report_dir) if report_dir else written.with_name(written.stem + "_calibration")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    plots.plot_calibration(llr[labels], llr[~labels], folder / "calibration.png", p_target)
+    if plots.can_draw(str(folder / "calibration.png")):
+        plots.plot_calibration(llr[labels], llr[~labels], folder / "calibration.png", p_target)
     report["report"] = str(folder)
     return report

@@ -316,7 +316,8 @@ class OnnxEmbedder(Embedder):
             import onnxruntime as ort
         except ImportError as err:  # pragma: no cover - depends on the install
             raise ImportError(
-                "running an .onnx model needs onnxruntime: pip install 'voiceprint[onnx]'"
+                "running an .onnx model needs onnxruntime, a core dependency of voiceprint: "
+                "pip install onnxruntime"
             ) from err
         path = Path(path)
         if not path.is_file():
@@ -382,7 +383,8 @@ def load_embedder(
 
     For an ONNX file, ``precision`` picks the file that runs
     (:func:`voiceprint.quantize.choose_precision`): ``"fp32"`` the file itself, ``"int8"``
-    its ``.int8.onnx`` copy, ``"auto"`` the copy where this CPU runs it faster.
+    its ``.int8.onnx`` copy, ``"auto"`` the copy where this CPU runs it faster and it
+    carries the same model id and back-end (a foreign copy is passed over with a warning).
     """
     path = Path(path).expanduser()
     if path.is_dir():

@@ -361,15 +361,16 @@ def evaluate(
     write_scores(out / "scores.txt", test.trials, scores)
     if llr is not None:  # the calibrated LLR of each trial, its speech durations included
         write_scores(out / "llr.txt", test.trials, llr)
-    fpr, tpr, _ = metrics.roc(scores, labels)
-    plots.plot_roc(
-        fpr, tpr, results["eer"], out / "roc.png", title=f"ROC — {config.name} ({kind} trials)"
-    )
-    far, frr, _ = metrics.det_curve(target, nontarget)
-    plots.plot_det(far, frr, out / "det.png", eer=results["eer"])
-    plots.plot_score_histogram(
-        target, nontarget, out / "scores.png", threshold=results["eer_threshold"]
-    )
+    if plots.can_draw(f"roc.png, det.png, scores.png in {out}"):
+        fpr, tpr, _ = metrics.roc(scores, labels)
+        plots.plot_roc(
+            fpr, tpr, results["eer"], out / "roc.png", title=f"ROC — {config.name} ({kind} trials)"
+        )
+        far, frr, _ = metrics.det_curve(target, nontarget)
+        plots.plot_det(far, frr, out / "det.png", eer=results["eer"])
+        plots.plot_score_histogram(
+            target, nontarget, out / "scores.png", threshold=results["eer_threshold"]
+        )
     if default_set and checkpoint is not None:
         record_evaluation(checkpoint, results)
     log.info(

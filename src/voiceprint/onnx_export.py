@@ -145,8 +145,11 @@ def export_onnx(
     """
     try:
         import onnx
+        import onnxscript  # noqa: F401 - the dynamo exporter's
     except ImportError as err:  # pragma: no cover - depends on the install
-        raise ImportError("export needs onnx: pip install 'voiceprint[onnx]'") from err
+        raise ImportError(
+            "export needs onnx and onnxscript: pip install 'voiceprint[onnx]'"
+        ) from err
     evaluation = None
     if isinstance(checkpoint, Embedder):
         embedder = checkpoint

@@ -4,10 +4,15 @@ calibration (LLR histograms and reliability).
 Each function writes one PNG (parent folders are created) and returns its path. Figures
 are drawn on matplotlib's Agg canvas directly, without pyplot, so importing or calling
 this module never changes the global backend or opens a window. Rates are fractions.
+
+matplotlib is the ``plots`` extra, imported only when a figure is drawn: callers ask
+:func:`can_draw` first, so evaluation, calibration, training and diarization run
+without it and skip their pictures with a one-line warning.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import NormalDist
@@ -18,6 +23,7 @@ import numpy as np
 from voiceprint import metrics
 
 __all__ = [
+    "can_draw",
     "plot_calibration",
     "plot_det",
     "plot_roc",
@@ -27,9 +33,22 @@ __all__ = [
     "probit",
 ]
 
+log = logging.getLogger(__name__)
+
 # Candidate DET ticks, in order of preference where two would crowd each other.
 _DET_TICKS = (0.01, 0.1, 0.001, 0.5, 0.0001, 0.05, 0.2, 0.9, 0.02, 0.005, 0.4, 0.8, 0.99, 0.002)
 _DET_LIMITS = (0.0001, 0.001, 0.005, 0.01, 0.5, 0.6, 0.8, 0.9, 0.95, 0.99)
+
+
+def can_draw(what: str) -> bool:
+    """True when matplotlib imports; else False, after one warning line saying that
+    ``what`` (the pictures) is skipped and which extra draws it."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log.warning("%s skipped: pictures need matplotlib: pip install 'voiceprint[plots]'", what)
+        return False
+    return True
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, Any]:

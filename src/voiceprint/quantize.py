@@ -12,11 +12,14 @@ the float32 model's (the test bounds their distance), so stores need no re-enrol
 
 :func:`int8_pays_off` says whether this CPU has the integer dot-product instructions
 that make the copy faster; :func:`voiceprint.embedder.load_embedder` uses it to pick
-``<name>.int8.onnx`` beside ``<name>.onnx`` when ``precision="auto"``.
+``<name>.int8.onnx`` beside ``<name>.onnx`` when ``precision="auto"``, but only when that
+file carries the same model id, sample rate, embedding size and back-end as ``<name>.onnx``
+(:func:`copy_mismatch`): a stale or foreign copy is passed over with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -24,10 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
+from voiceprint.artifact import ONNX_PREFIX, read_onnx_metadata
+
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("auto", "fp32", "int8")
 PRECISION_KEY = "voiceprint.precision"
 INT8_SUFFIX = ".int8.onnx"
 VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+# Metadata a precision copy must share with its model: what its embeddings are comparable
+# with (the model id: enrolled speakers) and how they are scored (back-end, decision).
+SAME_MODEL_KEYS = ("model_id", "sample_rate", "embedding_dim", "backend", "decision")
 
 
 def int8_path(model: str | Path) -> Path:
@@ -48,10 +58,32 @@ def int8_pays_off(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return False
 
 
+def copy_mismatch(model: Path, copy: Path) -> str | None:
+    """Why ``copy`` cannot run in place of the ONNX ``model`` (another model id, sample
+    rate, embedding size, back-end or decision in its metadata; unreadable metadata), or
+    None when it carries the same model."""
+    try:
+        ours, theirs = read_onnx_metadata(model), read_onnx_metadata(copy)
+    except (OSError, ValueError) as err:
+        return f"its metadata cannot be read: {err}"
+    for key in SAME_MODEL_KEYS:
+        a, b = ours.get(ONNX_PREFIX + key), theirs.get(ONNX_PREFIX + key)
+        if a == b:
+            continue
+        if key in ("backend", "decision"):  # long JSON: named, not shown
+            return f"its {key} differs from that of {model.name}"
+        return f"it holds {key} {b}, {model.name} {a}"
+    return None
+
+
 def choose_precision(model: Path, precision: str = "auto") -> Path:
     """The file to run for ``model`` at ``precision`` (auto: int8 where it pays off and a
-    copy exists; ``$VOICEPRINT_PRECISION`` overrides auto). ValueError for an unknown
-    precision, FileNotFoundError when int8 is asked for and there is no copy."""
+    copy of the same model exists; ``$VOICEPRINT_PRECISION`` overrides auto).
+
+    A ``.int8.onnx`` file that is not a copy of ``model`` (:func:`copy_mismatch`) is
+    passed over with a warning under auto; ValueError when int8 is asked for. ValueError
+    for an unknown precision, FileNotFoundError when int8 is asked for and there is no
+    copy."""
     if precision == "auto":
         precision = os.environ.get("VOICEPRINT_PRECISION", "auto") or "auto"
     if precision not in PRECISIONS:
@@ -59,14 +91,23 @@ def choose_precision(model: Path, precision: str = "auto") -> Path:
     if model.name.endswith(INT8_SUFFIX) or precision == "fp32":
         return model
     copy = int8_path(model)
+    remedy = "make one with voiceprint export --int8-data DIR (or --int8-root DIR)"
     if precision == "int8":
         if not copy.is_file():
-            raise FileNotFoundError(
-                f"no int8 copy of {model} ({copy.name}): make one with "
-                f"voiceprint export --precision int8"
-            )
+            raise FileNotFoundError(f"no int8 copy of {model} ({copy.name}): {remedy}")
+        mismatch = copy_mismatch(model, copy)
+        if mismatch:
+            raise ValueError(f"{copy} is not an int8 copy of {model} ({mismatch}): {remedy}")
         return copy
-    return copy if copy.is_file() and int8_pays_off() else model
+    if not (copy.is_file() and int8_pays_off()):
+        return model
+    mismatch = copy_mismatch(model, copy)
+    if mismatch:
+        log.warning(
+            "%s is not an int8 copy of %s (%s): running %s itself", copy, model, mismatch, model
+        )
+        return model
+    return copy
 
 
 def quantize_model(

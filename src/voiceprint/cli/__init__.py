@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen subcommand; errors print one clear line, exit 2."""
+    """Parse ``argv`` and run the chosen subcommand; errors print one clear line, exit 2
+    (a missing optional dependency too: voiceprint's ImportErrors name the extra)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as err:
+    except (ValueError, KeyError, FileNotFoundError, TypeError, ImportError) as err:
         if args.verbose:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -18,21 +18,27 @@ import os
 import sys
 from pathlib import Path
 
-from voiceprint.cli.use import _common, _progress, choose_decision, db_path, load_model
+from voiceprint.cli.use import (
+    _common,
+    _progress,
+    choose_decision,
+    db_path,
+    load_model,
+    needs_extra,
+    open_store,
+)
 from voiceprint.diarization.clustering import STOP_LLR
 
 
 def _store(embedder, arg: str | None):  # noqa: ANN001, ANN202 - SpeakerDB or None, lazily
-    """The speaker store when one is given or the default one exists, else None."""
-    from voiceprint.store import SpeakerDB
-
-    path = db_path(arg)
-    explicit = bool(arg or os.environ.get("VOICEPRINT_DB"))
-    if not path.exists():
-        if explicit:
-            raise FileNotFoundError(f"speaker store {path} does not exist")
+    """The speaker store (as every store command opens it: a SQLite file or a
+    ``postgresql://`` URL) when one is given or the default file exists, else None."""
+    location = db_path(arg)
+    if isinstance(location, Path) and not location.exists():
+        if arg or os.environ.get("VOICEPRINT_DB"):
+            raise FileNotFoundError(f"speaker store {location} does not exist")
         return None
-    return SpeakerDB(path, embedder.model_id, embedder.scorer)
+    return open_store(embedder, arg)
 
 
 def cmd_diarize(args: argparse.Namespace) -> int:
@@ -40,6 +46,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
 
     if args.num_speakers is not None and (args.min_speakers or args.max_speakers):
         raise ValueError("give --num-speakers, or --min-speakers/--max-speakers, not both")
+    needs_extra("diarization", "diarization (clustering)", "scipy", "sklearn")
     embedder = load_model(args.model)
     chosen = None
     if args.threshold is not None or args.far is not None or args.p_target is not None:
@@ -75,6 +82,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_diarization(args: argparse.Namespace) -> int:
+    needs_extra("diarization", "scoring diarization", "pyannote.metrics")
     from voiceprint.diarization.evaluate import score_sets
     from voiceprint.diarization.segments import read_rttm_tree
 

@@ -12,6 +12,7 @@ and a decision without any threshold (none stored with the model, none given) is
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -40,6 +41,21 @@ def model_path(arg: str | None) -> Path:
             "(a .pth checkpoint, an experiment folder or an .onnx file) or set VOICEPRINT_MODEL"
         )
     return packaged
+
+
+def needs_extra(extra: str, what: str, *modules: str) -> None:
+    """ValueError saying that ``what`` needs the ``extra`` when one of ``modules`` (import
+    names) is not installed; checked before any work is done."""
+    missing = []
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # its parent package is missing
+            found = False
+        if not found:
+            missing.append(module)
+    if missing:
+        raise ValueError(f"{what} needs {', '.join(missing)}: pip install 'voiceprint[{extra}]'")
 
 
 def db_path(arg: str | None) -> Path | str:
@@ -349,6 +365,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    needs_extra("onnx", "export", "onnx", "onnxscript")
     from voiceprint.onnx_export import export_onnx
 
     source = args.checkpoint or args.exp

@@ -82,9 +82,9 @@ class Diarization:
             "rttm": write_rttm(out / f"{self.file_id}.rttm", self.segments, self.file_id),
             "json": write_json(out / f"{self.file_id}.json", self.to_json()),
         }
-        if picture:
-            from voiceprint.plots import plot_timeline
+        from voiceprint.plots import can_draw, plot_timeline
 
+        if picture and can_draw(str(out / f"{self.file_id}.png")):
             paths["png"] = plot_timeline(
                 [(s.start, s.end, s.speaker) for s in self.segments],
                 out / f"{self.file_id}.png",

@@ -290,6 +290,8 @@ def create_app(
             f"keys must be a KeyRing (KeyRing.from_file, .from_env, .parse), not "
             f"{type(keys).__name__}: a key typed as a string is not accepted"
         )
+    if not max_audio_seconds > 0:
+        raise ValueError(f"max_audio_seconds must be positive, got {max_audio_seconds}")
     db = SpeakerDB(db_path, embedder.model_id, embedder.scorer)
     decision = decision or embedder.decision
     limiter = RateLimiter(rate_limit) if rate_limit is not None else None
@@ -322,18 +324,14 @@ def create_app(
     def decode(upload: UploadFile) -> np.ndarray:
         data = upload.file.read()
         name = upload.filename or "upload"
-        try:
-            wave = audio.decode_bytes(data, embedder.sample_rate, name=name)
+        try:  # the duration is checked from the header, before decoding
+            return audio.decode_bytes(
+                data, embedder.sample_rate, name=name, max_seconds=max_audio_seconds
+            )
+        except audio.AudioTooLongError as err:
+            raise HTTPException(413, str(err)) from err
         except audio.AudioError as err:
             raise HTTPException(400, str(err)) from err
-        seconds = len(wave) / embedder.sample_rate
-        if seconds > max_audio_seconds:
-            raise HTTPException(
-                413,
-                f"{name}: {seconds:.1f} s of audio is longer than this service accepts "
-                f"({max_audio_seconds:g} s)",
-            )
-        return wave
 
     def embed_wave(wave: np.ndarray, upload: UploadFile) -> tuple[np.ndarray, float]:
         """(embedding (D,), net speech in s) of one decoded upload."""

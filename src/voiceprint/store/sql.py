@@ -185,7 +185,8 @@ class Postgres:
         try:
             self.conn = psycopg.connect(url, autocommit=True)
         except psycopg.OperationalError as err:
-            raise ValueError(f"cannot connect to {self.location}: {err}".strip()) from err
+            reason = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            raise ValueError(f"cannot connect to {self.location}: {reason}".strip()) from err
 
     @staticmethod
     def _translate(sql: str) -> str:

@@ -421,7 +421,7 @@ class Trainer:
         recent: deque[dict[str, torch.Tensor]],
         final: bool,
     ) -> None:
-        from voiceprint.plots import plot_training
+        from voiceprint.plots import can_draw, plot_training
 
         last = {k: v.detach().cpu() for k, v in graph.model.state_dict().items()}
         model_state = last
@@ -453,7 +453,8 @@ class Trainer:
                 },
             },
         )
-        plot_training(history, self.config.out_dir / "training.png")
+        if can_draw(str(self.config.out_dir / "training.png")):
+            plot_training(history, self.config.out_dir / "training.png")
 
 
 def train(
