@@ -191,6 +191,9 @@ def main() -> None:
     parser.add_argument(
         "--files", default="30=20,120=10,600=3", help="conversations per length: LEN=N,..."
     )
+    parser.add_argument(
+        "--room", action="store_true", help="simulate far-field rooms (RIR, distance, pink noise)"
+    )
     parser.add_argument("--enroll-clips", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=762)
@@ -244,10 +247,13 @@ def main() -> None:
                     seconds=(0.9 * length, 1.1 * length),
                     overlap=overlap,
                     seed=args.seed + 1000 * length + j,
+                    room=args.room,
+                    noise_db=-50.0 if args.room else -65.0,
                 )
                 tag = f"sim{length}s-ov{round(100 * overlap)}-"
                 items = [Item(f"{tag}{i:03d}", c.wave, c.segments) for i, c in enumerate(convs)]
-                name = f"simulated {length} s, {round(100 * overlap)}% overlap"
+                room = ", room" if args.room else ""
+                name = f"simulated {length} s, {round(100 * overlap)}% overlap{room}"
                 picture = Path(args.picture) if first and args.picture else None
                 results[name], sweeps[name] = run_set(
                     items, diarizer, enrolled, sweep, picture, cache

@@ -11,6 +11,8 @@ from voiceprint.diarization import Segment, clustering, read_rttm, refine, write
 from voiceprint.diarization.evaluate import score_file
 from voiceprint.diarization.overlap import second_speaker
 
+SR = 16000
+
 
 def test_second_speaker_around_a_change() -> None:
     """Two voices handing over at frame 50 (and silence after 80): both speakers within
@@ -83,3 +85,49 @@ def test_count_on_a_short_recording() -> None:
     assert len(np.unique(with_stray)) == 3
     share_only = clustering.cluster(emb, stop_llr=0.5, min_cluster_share=0.12)
     assert len(np.unique(share_only)) == 1  # 12% of 38 windows: 5, so both folded
+
+
+def _pool() -> dict[str, list[np.ndarray]]:
+    from voiceprint.synth import make_voice, synthesize_utterance
+
+    out = {}
+    for i, name in enumerate(("ann", "ben")):
+        voice = make_voice(np.random.default_rng([31, i]))
+        out[name] = [
+            (0.5 * synthesize_utterance(voice, 3.0, np.random.default_rng([32, i, j]))).astype(
+                np.float32
+            )
+            for j in range(5)
+        ]
+    return out
+
+
+def test_simulated_room_truth_against_its_audio() -> None:
+    """A room conversation: deterministic, short turns as in meetings, the overlap asked
+    for, and reverberation applied (energy rings on after each turn's dry end)."""
+    from voiceprint.diarization.simulate import simulate_conversation
+
+    pool = _pool()
+    kw = {"seconds": 60.0, "overlap": 0.1, "seed": 3, "noise_db": None}
+    room = simulate_conversation(pool, ["ann", "ben"], room=True, **kw)
+    again = simulate_conversation(pool, ["ann", "ben"], room=True, **kw)
+    dry = simulate_conversation(pool, ["ann", "ben"], **kw)
+    np.testing.assert_array_equal(room.wave, again.wave)
+    assert [(s.start, s.end) for s in room.segments] == [(s.start, s.end) for s in dry.segments]
+    assert 0.05 <= room.overlap_share <= 0.15
+    counts = np.zeros(int(room.duration * 100) + 1)
+    for s in room.segments:
+        counts[int(s.start * 100) : int(s.end * 100)] += 1
+    assert counts.max() == 2
+    lengths = np.array([s.duration for s in room.segments])
+    assert np.mean(lengths < 2.0) >= 0.2 and np.any((lengths >= 0.1) & (lengths <= 1.0))
+    # Reverberation: 20-120 ms after a turn ends (and nobody else speaks), the room still
+    # rings; the dry mix has fallen silent there.
+    ring_room, ring_dry = [], []
+    for s in room.segments:
+        a, b = int((s.end + 0.02) * SR), int((s.end + 0.12) * SR)
+        if b < len(room.wave) and counts[int(s.end * 100) + 2 : int(s.end * 100) + 12].max() == 0:
+            level = np.abs(room.wave[int((s.end - 0.3) * SR) : int(s.end * SR)]).mean()
+            ring_room.append(np.abs(room.wave[a:b]).mean() / max(level, 1e-9))
+            ring_dry.append(np.abs(dry.wave[a:b]).mean())
+    assert ring_room and np.median(ring_room) > 0.05 and np.median(ring_dry) < 1e-4
