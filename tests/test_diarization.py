@@ -35,6 +35,7 @@ VOICES = ("ann", "ben", "cat", "dan")
 # speakers at a manual threshold of 8 (both measured on these voices).
 SYNTH_STOP_LLR = 3.0
 SYNTH_NAMING = Decision(8.0, "manual")
+OLD_TURNS = {"short": (0.5, 1.5), "short_share": 0.15}
 
 
 # Each test speaker is a synthetic voice heard through a microphone of its own (a spectral
@@ -74,8 +75,8 @@ def _conversation(pool, speakers, seed=0, seconds=45.0, overlap=0.0):
     """A conversation without a noise floor: over minutes of synthetic voices in faint
     white noise, Silero VAD's recurrent state drifts and it stops finding the speech."""
     talk = {s: pool[s][:6] for s in speakers}
-    return simulate_conversation(
-        talk, speakers, seconds=seconds, overlap=overlap, seed=seed, noise_db=None
+    return simulate_conversation(  # the turns of 2026-12-03 (the settings below are tuned on them)
+        talk, speakers, seconds=seconds, overlap=overlap, seed=seed, noise_db=None, **OLD_TURNS
     )
 
 
