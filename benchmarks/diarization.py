@@ -1,26 +1,30 @@
-"""Speaker diarization on simulated conversations of the so762 dev speakers.
+"""Speaker diarization on real meetings (AMI dev excerpts) and on simulated conversations.
 
-    python benchmarks/diarization.py [--model src/voiceprint/assets/default.onnx]
-        [--root ../shared/data/so762] [--count 30] [--overlap-count 30] [--sweep]
+    python benchmarks/diarization.py [--sets ami,sim] [--lengths 30,120,600]
+        [--overlaps 0,0.1] [--files 30=20,120=10,600=3] [--threads 2] [--sweep]
 
-Conversations are simulated (``voiceprint.diarization.simulate``) from the dev speakers
-only (``wav/test``: never the training speakers): ``--count`` without overlap and
-``--overlap-count`` with 10% overlapped speech, 2-4 speakers, 2-5 minutes, speaker levels
-spread over 8 dB. The last ``--enroll-clips`` clips of every dev speaker are kept out of
-the conversations; every other dev speaker (30 of 60) is enrolled from them in one store,
-so each conversation mixes enrolled voices (to be named) and unknown ones (to be
-``unknown-N``), and the open-set decision is that of a 30-speaker gallery.
+``ami``: the nine 30-s AMI excerpts of ``--ami`` (``../shared/data/ami-excerpts``), real
+far-field meetings with overlapped speech and back-channels, scored against their RTTM.
+A dev set for evaluation and tuning only: nothing is trained on it.
+
+``sim``: conversations simulated (``voiceprint.diarization.simulate``) from the so762
+dev speakers (``wav/test``, held out from the embedding model's training), one set per
+length in ``--lengths`` (seconds) and overlap share in ``--overlaps``, 2-4 speakers,
+``--files`` conversations per length. The last ``--enroll-clips`` clips of every dev
+speaker are kept out of the conversations; every other dev speaker (30 of 60) is enrolled
+from them in one store, so each conversation mixes enrolled voices (to be named) and
+unknown ones (to be ``unknown-N``).
 
 Printed and written to ``benchmarks/results/diarization.md`` (and .json): DER at collar
-0.25 s (NIST: +-0.25 s around each reference boundary) and 0 s with missed speech, false
-alarm and confusion apart, JER, the share of files whose speaker count is right, naming
-accuracy, the overlap a single-speaker output cannot cover, and the real-time factor
-(seconds of processing per second of audio, from the wave in memory to named turns;
-simulation and scoring not counted; onnxruntime and torch on ``--threads`` threads).
+0.25 s (NIST: +-0.25 s around each reference boundary) and 0 s with overlapped speech
+counted, missed speech, false alarm and confusion apart, JER, the share of files whose
+speaker count is right, naming accuracy (simulated sets), the overlap a single-speaker
+output cannot cover, and the real-time factor (seconds of processing per second of
+audio, from the wave to named turns; simulation and scoring not counted; onnxruntime and
+torch on ``--threads`` threads).
 
-``--sweep`` also runs the clustering settings over the same window embeddings (stop LLR
-for AHC, and spectral clustering) and prints their DER and count accuracy: the defaults
-in ``voiceprint.diarization`` were chosen this way, on these dev-set conversations only.
+``--sweep`` also runs clustering settings over the same window embeddings (stop LLR for
+AHC, and spectral clustering) and prints their DER and count accuracy.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,21 +41,44 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from voiceprint import audio  # noqa: E402
 from voiceprint.diarization import Diarizer  # noqa: E402
 from voiceprint.diarization.evaluate import score_file, summarise  # noqa: E402
+from voiceprint.diarization.segments import Segment, read_rttm  # noqa: E402
 from voiceprint.diarization.simulate import corpus_pool, simulate_set  # noqa: E402
 from voiceprint.embedder import load_embedder  # noqa: E402
 from voiceprint.plots import plot_timeline  # noqa: E402
 from voiceprint.store import SpeakerDB  # noqa: E402
 
 
+@dataclass
+class Item:
+    """One recording to diarize: its wave (16 kHz), reference turns and overlap share."""
+
+    file_id: str
+    wave: np.ndarray
+    segments: list[Segment]
+
+    @property
+    def duration(self) -> float:
+        return len(self.wave) / 16000
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def ami_items(root: Path) -> list[Item]:
+    """The AMI excerpts: ``wav/<id>.flac`` with ``rttm/<id>.rttm``."""
+    items = []
+    for wav in sorted((root / "wav").glob("*.flac")):
+        truth = read_rttm(root / "rttm" / f"{wav.stem}.rttm").get(wav.stem, [])
+        items.append(Item(wav.stem, audio.load(wav, 16000), truth))
+    return items
+
+
 def run_set(
-    name: str,
-    convs: list,
+    items: list[Item],
     diarizer: Diarizer,
     enrolled: set[str],
     sweep: list[dict] | None,
@@ -58,14 +86,14 @@ def run_set(
     cache: Path | None = None,
 ) -> tuple[dict, list[dict]]:
     """Diarize and score one set; with ``sweep``, also score each clustering setting."""
-    files, audio_s, spent = [], 0.0, 0.0
+    files, audio_s, spent, shares = [], 0.0, 0.0, []
     found_all = []
-    for i, conv in enumerate(convs):
+    for i, item in enumerate(items):
         clock = time.perf_counter()
-        found = diarizer.embed(conv.wave, file_id=f"{name}{i:03d}")
+        found = diarizer.embed(item.wave, file_id=item.file_id)
         result = diarizer.label(found)
         spent += time.perf_counter() - clock
-        audio_s += conv.duration
+        audio_s += item.duration
         found_all.append(found)
         if cache is not None:  # window embeddings and truth, to try settings offline
             cache.mkdir(parents=True, exist_ok=True)
@@ -75,15 +103,16 @@ def run_set(
                 windows=found.windows,
                 embeddings=found.embeddings,
                 num_samples=found.num_samples,
-                truth=json.dumps([[s.start, s.end, s.speaker] for s in conv.segments]),
+                truth=json.dumps([[s.start, s.end, s.speaker] for s in item.segments]),
             )
-        files.append(score_file(conv.segments, result.segments, result.file_id, enrolled))
+        files.append(score_file(item.segments, result.segments, result.file_id, enrolled))
         f = files[-1]
+        shares.append(f["overlap"] / max(f["speech"], 1e-9))
         d = f["der_0.25"]
-        der = (d["missed detection"] + d["false alarm"] + d["confusion"]) / d["total"]
+        der = (d["missed detection"] + d["false alarm"] + d["confusion"]) / max(d["total"], 1e-9)
         print(
-            f"{result.file_id}: {conv.duration:6.1f} s, {f['ref_speakers']} speakers "
-            f"-> {f['hyp_speakers']}, DER(0.25) {pct(der)}%, overlap {pct(conv.overlap_share)}%",
+            f"{result.file_id}: {item.duration:6.1f} s, {f['ref_speakers']} speakers "
+            f"-> {f['hyp_speakers']}, DER(0.25) {pct(der)}%, overlap {pct(shares[-1])}%",
             flush=True,
         )
         if picture is not None and i == 0:
@@ -91,22 +120,31 @@ def run_set(
                 [(s.start, s.end, s.speaker) for s in result.segments],
                 picture,
                 duration=result.duration,
-                reference=[(s.start, s.end, s.speaker) for s in conv.segments],
-                title=f"simulated so762 dev conversation ({len(conv.speakers)} speakers, "
-                f"{conv.duration / 60:.1f} min): output above, truth below",
+                reference=[(s.start, s.end, s.speaker) for s in item.segments],
+                title=f"{item.file_id} ({f['ref_speakers']} speakers, "
+                f"{item.duration / 60:.1f} min): output above, truth below",
             )
     summary = summarise(files)
     summary["rtf"] = spent / audio_s
     summary["audio_minutes"] = audio_s / 60
-    summary["measured_overlap"] = float(np.mean([c.overlap_share for c in convs]))
+    summary["measured_overlap"] = float(np.mean(shares))
+    summary["per_file"] = [
+        {
+            "uri": f["uri"],
+            "ref_speakers": f["ref_speakers"],
+            "hyp_speakers": f["hyp_speakers"],
+            "der_0.25": f["der_0.25"],
+        }
+        for f in files
+    ]
     rows = []
     for setting in sweep or []:
         trial = Diarizer(
             diarizer.embedder, diarizer.db, method=setting["method"], stop_llr=setting["stop_llr"]
         )
         scored = [
-            score_file(c.segments, trial.label(f).segments, f.file_id, enrolled)
-            for c, f in zip(convs, found_all, strict=True)
+            score_file(it.segments, trial.label(f).segments, f.file_id, enrolled)
+            for it, f in zip(items, found_all, strict=True)
         ]
         rows.append({**setting, **summarise(scored)})
     return summary, rows
@@ -115,29 +153,47 @@ def run_set(
 def table(results: dict[str, dict]) -> list[str]:
     lines = [
         "| set | files | min | overlap % | DER(0.25) % | missed | false alarm | confusion "
-        "| DER(0) % | JER % | count right % | naming % (detected / all) | misnamed % "
+        "| DER(0) % | JER % | count right | naming % (detected / all) | misnamed % "
         "| overlap miss % | RTF |",
         "|" + "---|" * 15,
     ]
     for name, r in results.items():
         a, z = r["der_0.25"], r["der_0"]
+        right = round(r["count_right"] * r["files"])
         lines.append(
-            f"| {name} | {r['files']} | {r['audio_minutes']:.0f} | {pct(r['measured_overlap'])} "
+            f"| {name} | {r['files']} | {r['audio_minutes']:.1f} | {pct(r['measured_overlap'])} "
             f"| **{pct(a['der'])}** | {pct(a['missed'])} | {pct(a['false_alarm'])} "
             f"| {pct(a['confusion'])} | {pct(z['der'])} | {pct(r['jer'])} "
-            f"| {pct(r['count_right'])} | {pct(r.get('naming_detected', float('nan')))} / "
+            f"| {right}/{r['files']} | {pct(r.get('naming_detected', float('nan')))} / "
             f"{pct(r.get('naming_all', float('nan')))} | {pct(r.get('misnamed', float('nan')))} "
             f"| {pct(r['overlap_miss'])} | {r['rtf']:.4f} |"
         )
     return lines
 
 
+def parse_files(text: str) -> dict[int, int]:
+    """``"30=20,120=10"`` -> {30: 20, 120: 10} (conversations per length in seconds)."""
+    out = {}
+    for part in text.split(","):
+        length, _, count = part.partition("=")
+        out[int(length)] = int(count)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "src/voiceprint/assets/default.onnx"))
+    parser.add_argument("--sets", default="ami,sim", help="comma list of: ami, sim")
+    parser.add_argument("--ami", default=str(ROOT.parent / "shared/data/ami-excerpts"))
     parser.add_argument("--root", default=str(ROOT.parent / "shared/data/so762"))
-    parser.add_argument("--count", type=int, default=30, help="conversations without overlap")
-    parser.add_argument("--overlap-count", type=int, default=30, help="with 10%% overlap")
+    parser.add_argument("--lengths", default="30,120,600", help="simulated lengths (s)")
+    parser.add_argument("--overlaps", default="0,0.1", help="simulated overlap shares")
+    parser.add_argument(
+        "--files", default="30=20,120=10,600=3", help="conversations per length: LEN=N,..."
+    )
+    parser.add_argument(
+        "--room", action="store_true", help="simulate far-field rooms (RIR, distance, pink noise)"
+    )
     parser.add_argument("--enroll-clips", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=762)
@@ -146,65 +202,87 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/diarization.md"))
     parser.add_argument("--picture", default=str(ROOT / "docs/img/diarization_timeline.png"))
     args = parser.parse_args()
+    sets = set(args.sets.split(","))
+    if not sets <= {"ami", "sim"}:
+        parser.error(f"--sets: choose from ami, sim; got {args.sets}")
 
     import torch
 
     torch.set_num_threads(args.threads)
     embedder = load_embedder(args.model, threads=args.threads)
-    pool = corpus_pool(root=args.root, split="test")  # the dev speakers only
-    speakers = sorted(pool)
-    held = {s: pool[s][-args.enroll_clips :] for s in speakers}
-    convo_pool = {s: pool[s][: -args.enroll_clips] for s in speakers}
-    enrolled = set(speakers[::2])
-    db = SpeakerDB(":memory:", embedder.model_id, embedder.scorer)
-    for s in sorted(enrolled):
-        db.enroll(s, embedder.embed_files(held[s], progress=False))
-    diarizer = Diarizer(embedder, db)
     sweep = None
     if args.sweep:
-        sweep = [{"method": "ahc", "stop_llr": v} for v in (-4, -3, -2.5, -2, -1.5, -1, 0)]
+        sweep = [{"method": "ahc", "stop_llr": v} for v in (-2, -1, 0, 1, 2)]
         sweep.append({"method": "spectral", "stop_llr": 0.0})
-
-    sets = {"no overlap": (args.count, 0.0), "10% overlap": (args.overlap_count, 0.1)}
+    cache = Path(args.cache) if args.cache else None
     results, sweeps = {}, {}
-    for i, (name, (count, overlap)) in enumerate(sets.items()):
-        if count <= 0:
-            continue
-        convs = list(
-            simulate_set(
-                convo_pool,
-                count,
-                speakers=(2, 4),
-                seconds=(120.0, 300.0),
-                overlap=overlap,
-                seed=args.seed + i,
-            )
-        )
-        picture = Path(args.picture) if i == 0 and args.picture else None
-        prefix = "conv" if overlap == 0 else "ovl"
+    if "ami" in sets:
+        name = "AMI dev excerpts"
         results[name], sweeps[name] = run_set(
-            prefix, convs, diarizer, enrolled, sweep, picture, args.cache and Path(args.cache)
+            ami_items(Path(args.ami)), Diarizer(embedder), set(), sweep, None, cache
         )
-        del convs
 
+    enrolled: set[str] = set()
+    if "sim" in sets:
+        pool = corpus_pool(root=args.root, split="test")  # the dev speakers only
+        speakers = sorted(pool)
+        held = {s: pool[s][-args.enroll_clips :] for s in speakers}
+        convo_pool = {s: pool[s][: -args.enroll_clips] for s in speakers}
+        enrolled = set(speakers[::2])
+        db = SpeakerDB(":memory:", embedder.model_id, embedder.scorer)
+        for s in sorted(enrolled):
+            db.enroll(s, embedder.embed_files(held[s], progress=False))
+        diarizer = Diarizer(embedder, db)
+        counts = parse_files(args.files)
+        first = True
+        for length in (int(v) for v in args.lengths.split(",")):
+            for j, overlap in enumerate(float(v) for v in args.overlaps.split(",")):
+                count = counts.get(length, 0)
+                if count <= 0:
+                    continue
+                convs = simulate_set(
+                    convo_pool,
+                    count,
+                    speakers=(2, 4),
+                    seconds=(0.9 * length, 1.1 * length),
+                    overlap=overlap,
+                    seed=args.seed + 1000 * length + j,
+                    room=args.room,
+                    noise_db=-50.0 if args.room else -65.0,
+                )
+                tag = f"sim{length}s-ov{round(100 * overlap)}-"
+                items = [Item(f"{tag}{i:03d}", c.wave, c.segments) for i, c in enumerate(convs)]
+                room = ", room" if args.room else ""
+                name = f"simulated {length} s, {round(100 * overlap)}% overlap{room}"
+                picture = Path(args.picture) if first and args.picture else None
+                results[name], sweeps[name] = run_set(
+                    items, diarizer, enrolled, sweep, picture, cache
+                )
+                first = False
+                del items
+
+    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/diarization.py " + " ".join(
+        sys.argv[1:]
+    )
     lines = [
-        "# Diarization on simulated so762 dev conversations",
+        "# Diarization: AMI dev excerpts and simulated so762 dev conversations",
         "",
-        f"Model `{Path(args.model).name}` ({embedder.model_id}), {args.threads} threads; "
-        f"conversations of 2-4 of the 60 dev speakers (`wav/test`), 2-5 min, levels spread "
-        f"over 8 dB; {len(enrolled)} of the 60 enrolled from {args.enroll_clips} clips each "
-        "that no conversation uses. Seed "
-        f"{args.seed}. Collar 0.25 s = +-0.25 s around each reference boundary (NIST); "
-        "overlapped speech is scored; JER without collar. Naming: the share of enrolled "
-        "speakers' single-speaker speech labelled with their name (over the speech the output "
-        "gives to someone / over all of it); misnamed: the share of unenrolled speakers' "
-        "speech given an enrolled name. Overlap miss: the speech a single-speaker output "
-        "cannot cover (n - 1 of n overlapping voices), as a share of all reference speech.",
+        f"Model `{Path(args.model).name}` ({embedder.model_id}), {args.threads} threads. "
+        "AMI: nine real 30-s far-field meeting excerpts (dev set: tuning and evaluation "
+        "only). Simulated: conversations of 2-4 of the 60 so762 dev speakers (`wav/test`); "
+        f"{len(enrolled)} of them enrolled from {args.enroll_clips} clips each that no "
+        f"conversation uses. Seed {args.seed}. Collar 0.25 s = +-0.25 s around each "
+        "reference boundary (NIST); overlapped speech is scored; JER without collar. "
+        "Naming: the share of enrolled speakers' single-speaker speech labelled with their "
+        "name (over the speech the output gives to someone / over all of it); misnamed: "
+        "the share of unenrolled speakers' speech given an enrolled name. Overlap miss: "
+        "the speech a single-speaker output cannot cover (n - 1 of n overlapping voices), "
+        "as a share of all reference speech.",
         "",
         *table(results),
         "",
         "```bash",
-        "nice -n 19 .venv/bin/python benchmarks/diarization.py" + (" --sweep" if sweep else ""),
+        command,
         "```",
     ]
     for name, rows in sweeps.items():
@@ -212,8 +290,7 @@ def main() -> None:
             continue
         lines += [
             "",
-            f"Clustering settings on the same window embeddings ({name}); the defaults were "
-            "chosen on these dev conversations:",
+            f"Clustering settings on the same window embeddings ({name}):",
             "",
             "| method | stop LLR | DER(0.25) % | confusion % | count right % | count errors |",
             "|---|---|---|---|---|---|",
@@ -230,7 +307,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
-    payload = {"results": results, "sweeps": sweeps}
+    payload = {"command": command, "results": results, "sweeps": sweeps}
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
 
 

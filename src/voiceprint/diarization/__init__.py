@@ -8,10 +8,11 @@ Stages, one module each (arrays in samples at 16 kHz unless said otherwise):
 * :mod:`.embed`      windows -> embeddings (W, D), batched, through the public embedder API
 * :mod:`.clustering` embeddings -> labels (W,), speaker count estimated or given
 * :mod:`.refine`     window labels -> frame labels (10 ms) -> turns
+* :mod:`.overlap`    a second speaker where two turns meet (off by default: see there)
 * :mod:`.naming`     clusters -> enrolled names (calibrated decision) or unknown-N
 * :mod:`.pipeline`   :class:`Diarizer` running all of them -> :class:`Diarization`
 * :mod:`.segments`   :class:`Segment`, RTTM write/read, JSON
-* :mod:`.simulate`   conversations with known truth from a labelled corpus
+* :mod:`.simulate`   conversations with known truth from a labelled corpus (+ rooms)
 * :mod:`.evaluate`   DER / JER (pyannote.metrics), speaker count and naming accuracy
 """
 

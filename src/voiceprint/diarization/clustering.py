@@ -27,12 +27,16 @@ import numpy as np
 
 from voiceprint.scoring import Scorer
 
-STOP_LLR = 0.0  # AHC stops when the closest clusters' mean score has a lower LLR than this
-# Clusters with a smaller share of the windows are folded into others (estimated count
-# only): windows of overlapped speech or of one odd clip otherwise become "speakers".
-# Chosen on simulated so762 dev conversations, whose smallest speaker holds about 12% or
-# more of the speech: a real speaker with less would be folded too.
-MIN_CLUSTER_SHARE = 0.12
+STOP_LLR = -1.0  # AHC stops when the closest clusters' mean score has a lower LLR than this
+# Clusters with fewer windows than the larger of MIN_CLUSTER_SHARE (7%) of them and
+# MIN_CLUSTER_WINDOWS are folded into others (estimated count only): windows of overlapped
+# speech or of one odd clip otherwise become "speakers". The share alone (0.12) folded
+# every speaker under ~4 s of a 30-s recording; the floor of 3 windows (2.25 s of
+# speech) keeps short files' minor speakers and still folds stray windows. With AHC's stop
+# at LLR -1 (was 0), chosen on the AMI dev excerpts and simulated 30-s and 2-min so762 dev
+# conversations together (benchmarks/results/diarization.md).
+MIN_CLUSTER_SHARE = 0.07
+MIN_CLUSTER_WINDOWS = 3
 MAX_POINTS = 2000  # above this many windows, k-means summarises them first
 METHODS = ("ahc", "spectral")
 PRUNE = 0.1  # spectral: share of neighbours each window keeps in the affinity graph
@@ -138,6 +142,7 @@ def cluster(
     max_speakers: int | None = None,
     stop_llr: float = STOP_LLR,
     min_cluster_share: float = MIN_CLUSTER_SHARE,
+    min_cluster_windows: int = MIN_CLUSTER_WINDOWS,
     max_points: int = MAX_POINTS,
     reassign: bool = True,
 ) -> np.ndarray:
@@ -181,8 +186,9 @@ def cluster(
     else:
         labels = _spectral(points, fixed, max(lo, 1), max(hi, 1))[owner]
 
-    if num_speakers is None and min_cluster_share > 0:
-        labels = _fold_small(units, labels, int(np.ceil(min_cluster_share * n)), lo)
+    smallest = max(int(np.ceil(min_cluster_share * n)), min_cluster_windows)
+    if num_speakers is None and smallest > 1:
+        labels = _fold_small(units, labels, smallest, lo)
     if reassign and n > 1:
         k = int(labels.max()) + 1
         for _ in range(3):  # nearest-centre passes (k-means steps from the clustering)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from voiceprint.diarization import clustering, refine, windows
+from voiceprint.diarization import clustering, overlap, refine, windows
 from voiceprint.diarization.embed import embed_windows
 from voiceprint.diarization.naming import ClusterName, name_clusters, naming_decision
 from voiceprint.diarization.segments import (
@@ -36,7 +36,8 @@ from voiceprint.scoring import Decision
 class Diarization:
     """Who spoke when in one recording.
 
-    ``segments`` are non-overlapping turns in time order; ``speakers`` holds one
+    ``segments`` are turns in time order (two speakers' turns overlap where the overlap
+    stage gives a frame a second speaker); ``speakers`` holds one
     :class:`ClusterName` per speaker found; ``duration`` is in seconds; ``timings`` the
     seconds each stage took.
     """
@@ -130,7 +131,9 @@ class Diarizer:
         step: float = windows.STEP_SECONDS,
         sad_threshold: float = SAD_THRESHOLD,
         min_cluster_share: float = clustering.MIN_CLUSTER_SHARE,
+        min_cluster_windows: int = clustering.MIN_CLUSTER_WINDOWS,
         min_turn: float = refine.MIN_TURN_SECONDS,
+        overlap_margin: float = overlap.CHANGE_OVERLAP_SECONDS,
     ) -> None:
         self.embedder = embedder
         self.db = db
@@ -143,7 +146,9 @@ class Diarizer:
         self.step = step
         self.sad_threshold = sad_threshold
         self.min_cluster_share = min_cluster_share
+        self.min_cluster_windows = min_cluster_windows
         self.min_turn = min_turn
+        self.overlap_margin = overlap_margin
 
     def __call__(
         self,
@@ -210,17 +215,22 @@ class Diarizer:
             max_speakers=max_speakers,
             stop_llr=self.stop_llr,
             min_cluster_share=self.min_cluster_share,
+            min_cluster_windows=self.min_cluster_windows,
         )
         timings["clustering"] = time.perf_counter() - clock
         clock = time.perf_counter()
         labels, names = name_clusters(found.embeddings, labels, self.db, self.decision)
         frames = refine.frame_labels(found.windows, labels, found.regions, num_samples, rate)
         frames = refine.smooth_turns(frames, int(round(self.min_turn / refine.FRAME_SECONDS)))
+        second = overlap.second_speaker(
+            frames, int(round(self.overlap_margin / refine.FRAME_SECONDS))
+        )
+        turns = refine.to_turns(frames) + refine.to_turns(second)
         segments = [
             Segment(
                 a, min(b, duration), names[k].speaker, names[k].name, names[k].score, names[k].llr
             )
-            for a, b, k in refine.to_turns(frames)
+            for a, b, k in refine.merge_turns(turns)
         ]
         present = {s.speaker for s in segments}
         speakers = [n for n in names if n.speaker in present]

@@ -85,3 +85,17 @@ def to_turns(
         if labels[a] >= 0:
             turns.append((a * frame_seconds, b * frame_seconds, int(labels[a])))
     return turns
+
+
+def merge_turns(turns: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """Turns of one speaker that touch or overlap joined into one; sorted by (start, label)."""
+    out: list[tuple[float, float, int]] = []
+    last_of: dict[int, int] = {}  # speaker -> index of their latest turn in out
+    for a, b, k in sorted(turns, key=lambda t: (t[0], t[1], t[2])):
+        i = last_of.get(k)
+        if i is not None and a <= out[i][1] + 1e-9:
+            out[i] = (out[i][0], max(out[i][1], b), k)
+        else:
+            last_of[k] = len(out)
+            out.append((a, b, k))
+    return out

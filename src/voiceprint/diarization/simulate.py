@@ -5,14 +5,20 @@
     conv.save("sim/", "conv000")                              # conv000.wav + conv000.rttm
 
 A conversation is a run of turns between 2 to 6 speakers: a turn is one to three of a
-speaker's clips one after another, or a short interjection cut from one (0.5-1.5 s);
+speaker's clips one after another, or a short interjection cut from one (``short``
+seconds, 0.2-1.5 s: back-channels and one-word replies, a ``short_share`` of turns);
 consecutive turns change speaker; pauses between turns are 0.2-1.5 s, sometimes 2-4 s.
 With ``overlap`` > 0, some turns start before the previous one ends, until overlapped
 speech is that share of all speech (at most two voices at once). Every clip is brought to
 the same speech level, then each speaker gets a level of their own, spread over
 ``level_db`` dB. The truth is where each clip holds speech: its Silero VAD regions at
 the default threshold 0.5 (pauses of 0.3 s or more inside a clip are not speech), so a
-clip's silent lead-in and tail never count as a speaker's turn. Output depends only on
+clip's silent lead-in and tail never count as a speaker's turn. With ``room=True`` each
+speaker sits at a distance of their own (0.5-3 m) from one far-field microphone: their
+speech goes through a room impulse response of their own (the project's synthetic RIRs,
+``data.augment.synthetic_rirs``, reverberation time 0.3-0.8 s), their level falls
+6 dB per doubling of distance, and pink noise at ``noise_db`` lies under the room (the
+truth stays the dry speech: a reverberant tail is not a turn). Output depends only on
 the arguments (the seed included).
 """
 
@@ -29,6 +35,10 @@ from voiceprint.diarization.segments import Segment, write_rttm
 
 SAMPLE_RATE = 16000
 SPEECH_RMS_DB = -22.0  # level every clip's speech is brought to before the speaker's gain
+SHORT_TURN_SECONDS = (0.2, 1.5)  # back-channels ("yeah", "mm-hmm") and one-word replies
+SHORT_TURN_SHARE = 0.25  # of turns: meetings have many turns under 2 s
+ROOM_DISTANCE_M = (0.5, 3.0)  # speaker to microphone
+ROOM_RT60 = (0.3, 0.8)  # reverberation time of each speaker's impulse response (s)
 TRUTH_VAD = {"threshold": 0.5, "min_silence_ms": 300, "min_speech_ms": 150, "pad_ms": 30}
 
 Clip = str | Path | np.ndarray  # a file, or a 16 kHz wave already in memory
@@ -127,9 +137,12 @@ def simulate_conversation(
     seed: int = 0,
     loader: Callable[[Path], np.ndarray] | None = None,
     clips: _Clips | None = None,
+    short: tuple[float, float] = SHORT_TURN_SECONDS,
+    short_share: float = SHORT_TURN_SHARE,
+    room: bool = False,
 ) -> Conversation:
     """One conversation of about ``seconds`` between ``speakers`` (keys of ``pool``), with
-    white noise at ``noise_db`` dBFS under it (None: none)."""
+    noise at ``noise_db`` dBFS under it (None: none; white, or pink in a ``room``)."""
     if not 1 <= len(speakers) <= 10 or len(set(speakers)) != len(speakers):
         raise ValueError(f"need 1 to 10 distinct speakers, got {list(speakers)}")
     missing = [s for s in speakers if not pool.get(s)]
@@ -161,13 +174,13 @@ def simulate_conversation(
         choices = [i for i, s in enumerate(speakers) if s != previous] or [0]
         p = weights[choices] / weights[choices].sum()
         spk = speakers[int(rng.choice(choices, p=p))]
-        if rng.random() < 0.15:  # a short interjection cut from one clip
+        if rng.random() < short_share:  # a short interjection cut from one clip
             wave, regions = next_clip(spk)
-            length = min(len(wave), int(rng.uniform(0.5, 1.5) * SAMPLE_RATE))
+            length = min(len(wave), int(rng.uniform(*short) * SAMPLE_RATE))
             start = int(rng.integers(0, len(wave) - length + 1))
             piece = wave[start : start + length]
             inside = np.clip(regions - start, 0, length)
-            inside = inside[inside[:, 1] - inside[:, 0] > int(0.05 * SAMPLE_RATE)]
+            inside = inside[inside[:, 1] - inside[:, 0] > int(0.1 * SAMPLE_RATE)]
             if len(inside) == 0:
                 continue
             a, b = int(inside[0, 0]), int(inside[-1, 1])
@@ -210,17 +223,55 @@ def simulate_conversation(
     length = starts[-1] + len(turns[-1][1]) + int(0.5 * SAMPLE_RATE)
     mix = np.zeros(length, dtype=np.float32)
     segments: list[Segment] = []
+    rooms = _rooms(speakers, rng) if room else {}
     for (spk, wave, regions), start in zip(turns, starts, strict=True):
+        if spk in rooms:
+            rir, distance = rooms[spk]
+            tail = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)  # the room rings on
+            wave = _reverberate(np.concatenate([wave, tail]), rir) / np.float32(distance)
         mix[start : start + len(wave)] += wave * np.float32(10 ** (gains[spk] / 20))
         for a, b in regions:
             segments.append(Segment((start + a) / SAMPLE_RATE, (start + b) / SAMPLE_RATE, spk))
     if noise_db is not None:
-        mix += rng.standard_normal(length).astype(np.float32) * np.float32(10 ** (noise_db / 20))
+        noise = _pink(length, rng) if room else rng.standard_normal(length).astype(np.float32)
+        mix += noise * np.float32(10 ** (noise_db / 20))
     peak = float(np.max(np.abs(mix)))
     if peak > 0.98:
         mix *= np.float32(0.98 / peak)
     segments.sort(key=lambda s: (s.start, s.end))
     return Conversation(mix, SAMPLE_RATE, segments, list(speakers), used)
+
+
+def _rooms(
+    speakers: Sequence[str], rng: np.random.Generator
+) -> dict[str, tuple[np.ndarray, float]]:
+    """{speaker: (room impulse response (L,), distance to the microphone in m)}."""
+    import torch
+
+    from voiceprint.data.augment import synthetic_rirs
+
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    rirs = synthetic_rirs(len(speakers), SAMPLE_RATE, ROOM_RT60, generator).numpy()
+    return {s: (rirs[i], float(rng.uniform(*ROOM_DISTANCE_M))) for i, s in enumerate(speakers)}
+
+
+def _reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """``wave`` through ``rir`` (unit energy), aligned to its direct path, same length."""
+    import torch
+
+    from voiceprint.data.augment import reverberate
+
+    out = reverberate(torch.from_numpy(wave)[None], torch.from_numpy(rir))[0]
+    return out.numpy().astype(np.float32)
+
+
+def _pink(length: int, rng: np.random.Generator) -> np.ndarray:
+    """Pink (1/f) noise (length,) of unit mean power: a room's hum and air conditioning."""
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1))
+    spectrum[0] = 0
+    noise = np.fft.irfft(spectrum, length)
+    return (noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)).astype(np.float32)
 
 
 def simulate_set(
@@ -233,6 +284,8 @@ def simulate_set(
     level_db: float = 8.0,
     seed: int = 0,
     loader: Callable[[Path], np.ndarray] | None = None,
+    room: bool = False,
+    noise_db: float | None = -65.0,
 ) -> Iterator[Conversation]:
     """``count`` conversations, one at a time, each with a speaker count drawn from
     ``speakers`` (both ends included) and a length drawn from ``seconds``; decoded clips
@@ -253,4 +306,6 @@ def simulate_set(
             level_db=level_db,
             seed=int(rng.integers(2**31)),
             clips=cache,
+            room=room,
+            noise_db=noise_db,
         )

@@ -1,0 +1,133 @@
+"""Overlapped speech and short recordings: the overlap stage, RTTM with overlapping
+turns, and the speaker count of a short file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from voiceprint.diarization import Segment, clustering, read_rttm, refine, write_rttm
+from voiceprint.diarization.evaluate import score_file
+from voiceprint.diarization.overlap import second_speaker
+
+SR = 16000
+
+
+def test_second_speaker_around_a_change() -> None:
+    """Two voices handing over at frame 50 (and silence after 80): both speakers within
+    the margin either side of the change, inside their own turns only."""
+    labels = np.array([0] * 50 + [1] * 30 + [-1] * 20)
+    second = second_speaker(labels, 10)
+    assert np.all(second[40:50] == 1) and np.all(second[50:60] == 0)
+    assert np.all(second[:40] == -1) and np.all(second[60:] == -1)
+    assert not np.any((second >= 0) & (second == labels))
+    assert np.all(second_speaker(labels, 0) == -1)
+    # A silence between two turns is no overlap.
+    gap = np.array([0] * 20 + [-1] * 5 + [1] * 20)
+    assert np.all(second_speaker(gap, 10) == -1)
+
+
+def test_overlap_stage_on_a_two_voice_mixture() -> None:
+    """Truth: A 0-3 s, B 2.5-5 s (0.5 s of both). Frame labels as a single-speaker output
+    gives them (change at 2.75 s); the second speaker recovers the overlap."""
+    truth = [Segment(0.0, 3.0, "A"), Segment(2.5, 5.0, "B")]
+    labels = np.array([0] * 275 + [1] * 225)
+    single = [Segment(a, b, "AB"[k]) for a, b, k in refine.to_turns(labels)]
+    turns = refine.to_turns(labels) + refine.to_turns(second_speaker(labels, 25))
+    both = [Segment(a, b, "AB"[k]) for a, b, k in refine.merge_turns(turns)]
+    assert [(s.start, s.end, s.speaker) for s in both] == [(0.0, 3.0, "A"), (2.5, 5.0, "B")]
+    miss_single = score_file(truth, single)["der_0"]["missed detection"]
+    miss_both = score_file(truth, both)["der_0"]["missed detection"]
+    assert miss_single > 0.4 and miss_both < 1e-6
+
+
+def test_merge_turns_joins_a_speakers_touching_turns() -> None:
+    turns = [(0.0, 1.0, 0), (1.0, 2.0, 0), (0.5, 1.5, 1), (3.0, 4.0, 0)]
+    assert refine.merge_turns(turns) == [(0.0, 2.0, 0), (0.5, 1.5, 1), (3.0, 4.0, 0)]
+
+
+def test_rttm_round_trip_with_overlapping_turns(tmp_path: Path) -> None:
+    segments = [
+        Segment(0.0, 3.0, "A"),
+        Segment(2.5, 5.0, "B"),
+        Segment(2.75, 3.25, "C"),  # three voices at once
+        Segment(6.0, 7.5, "A"),
+    ]
+    path = write_rttm(tmp_path / "talk.rttm", segments, "talk")
+    back = read_rttm(path)["talk"]
+    assert [(s.start, s.end, s.speaker) for s in back] == [
+        (s.start, s.end, s.speaker) for s in segments
+    ]
+    scored = score_file(segments, back)
+    assert scored["der_0"]["total"] > 0 and scored["der_0"]["missed detection"] == 0
+    assert abs(scored["overlap"] - 0.75) < 0.02  # 2.5-3.25 s: two or three voices
+
+
+def test_count_on_a_short_recording() -> None:
+    """A 30-s recording's window embeddings: a main voice with 30 windows and two minor
+    ones with 4 windows each (3 s of speech): all three are counted (the share rule alone
+    folded the minor ones), while a single stray window is folded."""
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((3, 32))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    counts = [30, 4, 4]
+    emb = np.concatenate(
+        [
+            c + 0.25 * rng.standard_normal((n, 32)) / np.sqrt(32)
+            for c, n in zip(centres, counts, strict=True)
+        ]
+    )
+    stray = rng.standard_normal((1, 32))
+    labels = clustering.cluster(emb, stop_llr=0.5)
+    assert len(np.unique(labels)) == 3
+    with_stray = clustering.cluster(np.concatenate([emb, stray]), stop_llr=0.5)
+    assert len(np.unique(with_stray)) == 3
+    share_only = clustering.cluster(emb, stop_llr=0.5, min_cluster_share=0.12)
+    assert len(np.unique(share_only)) == 1  # 12% of 38 windows: 5, so both folded
+
+
+def _pool() -> dict[str, list[np.ndarray]]:
+    from voiceprint.synth import make_voice, synthesize_utterance
+
+    out = {}
+    for i, name in enumerate(("ann", "ben")):
+        voice = make_voice(np.random.default_rng([31, i]))
+        out[name] = [
+            (0.5 * synthesize_utterance(voice, 3.0, np.random.default_rng([32, i, j]))).astype(
+                np.float32
+            )
+            for j in range(5)
+        ]
+    return out
+
+
+def test_simulated_room_truth_against_its_audio() -> None:
+    """A room conversation: deterministic, short turns as in meetings, the overlap asked
+    for, and reverberation applied (energy rings on after each turn's dry end)."""
+    from voiceprint.diarization.simulate import simulate_conversation
+
+    pool = _pool()
+    kw = {"seconds": 60.0, "overlap": 0.1, "seed": 3, "noise_db": None}
+    room = simulate_conversation(pool, ["ann", "ben"], room=True, **kw)
+    again = simulate_conversation(pool, ["ann", "ben"], room=True, **kw)
+    dry = simulate_conversation(pool, ["ann", "ben"], **kw)
+    np.testing.assert_array_equal(room.wave, again.wave)
+    assert [(s.start, s.end) for s in room.segments] == [(s.start, s.end) for s in dry.segments]
+    assert 0.05 <= room.overlap_share <= 0.15
+    counts = np.zeros(int(room.duration * 100) + 1)
+    for s in room.segments:
+        counts[int(s.start * 100) : int(s.end * 100)] += 1
+    assert counts.max() == 2
+    lengths = np.array([s.duration for s in room.segments])
+    assert np.mean(lengths < 2.0) >= 0.2 and np.any((lengths >= 0.1) & (lengths <= 1.0))
+    # Reverberation: 20-120 ms after a turn ends (and nobody else speaks), the room still
+    # rings; the dry mix has fallen silent there.
+    ring_room, ring_dry = [], []
+    for s in room.segments:
+        a, b = int((s.end + 0.02) * SR), int((s.end + 0.12) * SR)
+        if b < len(room.wave) and counts[int(s.end * 100) + 2 : int(s.end * 100) + 12].max() == 0:
+            level = np.abs(room.wave[int((s.end - 0.3) * SR) : int(s.end * SR)]).mean()
+            ring_room.append(np.abs(room.wave[a:b]).mean() / max(level, 1e-9))
+            ring_dry.append(np.abs(dry.wave[a:b]).mean())
+    assert ring_room and np.median(ring_room) > 0.05 and np.median(ring_dry) < 1e-4
