@@ -5,6 +5,7 @@ telephone-band augmentation, and models from before these changes scoring as the
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from voiceprint.synth import make_voice, synthesize_utterance
 
 from .test_onnx import make_tiny_checkpoint
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "src/voiceprint/assets/default.onnx"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 # ----------------------------------------------------------------- quality-aware LLR
@@ -285,19 +286,30 @@ def test_augmenter_applies_the_telephone_band_when_asked() -> None:
 # ------------------------------------------------------- models from before the change
 
 
-def test_packaged_model_from_before_scores_as_it_did(tmp_path: Path) -> None:
-    """The packaged ONNX model predates quality-aware calibration and the speech floor:
-    its LLR stays scale * score + offset whatever the speech durations, and its decision
-    has no floor."""
-    embedder = load_embedder(DEFAULT_MODEL)
-    cal = embedder.scorer.backend.calibration
-    assert cal is not None and cal.quality is None
+@pytest.mark.parametrize("kind", ["pth", "onnx"])
+def test_model_files_from_before_score_as_they_did(kind: str) -> None:
+    """A calibrated .pth and its ONNX export written by the code before quality-aware
+    calibration and the speech floor (tests/fixtures/before_quality, made at commit
+    b99eb53): same model id, scores, LLRs (durations or not) and thresholds as then."""
+    folder = FIXTURES / "before_quality"
+    expected = json.loads((folder / "expected.json").read_text())[kind]
+    embedder = load_embedder(folder / f"model.{kind}")
+    assert embedder.model_id == expected["model_id"]
+    clips = [folder / f"clip{i}.flac" for i in range(3)]
+    vectors, seconds = embedder.embed_files_measured(clips, progress=False)
+    scorer = embedder.scorer
+    for (a, b), score, llr in zip(
+        [(0, 1), (0, 2), (1, 2)], expected["scores"], expected["llr"], strict=True
+    ):
+        got = scorer.compare(vectors[a], vectors[b])
+        assert got == pytest.approx(score, abs=1e-5)
+        assert float(scorer.llr(np.array([got]))[0]) == pytest.approx(llr, abs=1e-4)
+        with_speech = scorer.llr(np.array([got]), seconds[a], seconds[b])
+        assert float(with_speech[0]) == pytest.approx(llr, abs=1e-4)  # no quality terms
+    assert embedder.decision.threshold == pytest.approx(expected["threshold"])
+    assert embedder.decision.at_far(0.01).threshold == pytest.approx(expected["far_0.01"])
     assert embedder.decision.min_speech_seconds == 0.0
-    scores = np.linspace(-0.5, 0.9, 15)
-    expected = cal.scale * scores + cal.offset
-    assert embedder.scorer.llr(scores) == pytest.approx(expected)
-    assert embedder.scorer.llr(scores, 0.3, 0.5) == pytest.approx(expected)
-    assert embedder.decision.judge(float(expected[-1]), 0.2, 0.2) != NOT_ENOUGH_SPEECH
+    assert embedder.decision.judge(1e6, 0.01, 0.01) == "accept"  # no floor before
 
 
 def test_wav_upload_measures_speech(floored_model, clips) -> None:
