@@ -319,3 +319,36 @@ def test_wav_upload_measures_speech(floored_model, clips) -> None:
     _, seconds = embedder.embed_measured(wave, rate, "short")
     _, by_path = embedder.embed_files_measured([clips["short"]], progress=False)
     assert seconds == pytest.approx(float(by_path[0]))
+
+
+def test_evaluate_writes_the_operating_points(synthetic_root, tmp_path: Path) -> None:
+    """results.json holds the default decision's and --far 0.01's measured rates; a
+    speech floor above every clip refuses every trial, counted as rejected."""
+    from voiceprint.evaluation import evaluate
+
+    decision = Decision.from_scores(0.3, np.linspace(-1.0, 1.0, 2001), rule="manual")
+    plain = make_tiny_checkpoint(tmp_path / "plain.pth", decision=decision)
+    results = evaluate(plain, root=str(synthetic_root), out_dir=tmp_path / "a", progress=False)
+    points = results["operating_points"]
+    assert set(points) == {"default", "far_0.01"}
+    scores = np.array([float(line.split()[2]) for line in (tmp_path / "a/scores.txt").open()])
+    labels = np.array([line.split()[3] == "target" for line in (tmp_path / "a/scores.txt").open()])
+    # an uncalibrated model: the LLR is the score
+    assert points["default"]["far"] == pytest.approx(float((scores[~labels] >= 0.3).mean()))
+    assert points["default"]["frr"] == pytest.approx(float((scores[labels] < 0.3).mean()))
+    far_threshold = decision.at_far(0.01).threshold
+    assert points["far_0.01"]["far"] == pytest.approx(
+        float((scores[~labels] >= far_threshold).mean())
+    )
+    assert points["default"]["refused"] == 0.0
+    floored = Decision(-100.0, "manual", min_speech_seconds=60.0)
+    strict = make_tiny_checkpoint(tmp_path / "strict.pth", decision=floored)
+    results = evaluate(strict, root=str(synthetic_root), out_dir=tmp_path / "b", progress=False)
+    assert results["operating_points"]["default"] == {
+        "threshold": -100.0,
+        "far": 0.0,
+        "frr": 1.0,
+        "refused": 1.0,
+        "dcf": pytest.approx(1.0),
+    }
+    assert json.loads((tmp_path / "b/results.json").read_text())["operating_points"]
