@@ -1,0 +1,20 @@
+"""The errors a speaker store raises for its users (a leaf: imports nothing of the project)."""
+
+from __future__ import annotations
+
+REENROLL_HOW = (
+    "embeddings of different models cannot be compared: re-enroll the speakers with this "
+    "model (voiceprint enroll --model MODEL NAME FILE...), or keep using the model they "
+    "were enrolled with (--model)"
+)
+
+
+class ModelMismatchError(ValueError):
+    """Embeddings of one model were about to be compared with those of another."""
+
+
+class UnknownSpeakerError(KeyError):
+    """The named speaker is not enrolled."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown speaker"
