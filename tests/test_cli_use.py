@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from voiceprint.audio import save
-from voiceprint.cli import main, use
+from voiceprint.cli import common, main
 from voiceprint.embedder import Embedder, OnnxEmbedder
 from voiceprint.scoring import Decision
 from voiceprint.store import SpeakerDB
@@ -142,7 +142,7 @@ def test_export_then_use_the_onnx_model(run, files, model, tmp_path) -> None:
 
 
 def test_errors_are_one_clear_line(run, files, model, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(use, "default_model", lambda: None)
+    monkeypatch.setattr(common, "default_model", lambda: None)
     code, _, err = run("compare", str(files["a1"]), str(files["a2"]), with_model=False)
     assert code == 2 and "no model given" in err and "--model" in err
 
@@ -187,10 +187,10 @@ def test_errors_are_one_clear_line(run, files, model, tmp_path, monkeypatch) -> 
 def test_default_store_location(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("VOICEPRINT_DB", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert use.db_path(None) == tmp_path / ".voiceprint" / "speakers.db"
+    assert common.db_path(None) == tmp_path / ".voiceprint" / "speakers.db"
     monkeypatch.setenv("VOICEPRINT_DB", str(tmp_path / "x.db"))
-    assert use.db_path(None) == tmp_path / "x.db"
-    assert use.db_path("y.db") == Path("y.db")
+    assert common.db_path(None) == tmp_path / "x.db"
+    assert common.db_path("y.db") == Path("y.db")
 
 
 def test_speech_is_found_trimmed_and_required(run, files, model, tmp_path) -> None:

@@ -1,8 +1,10 @@
 """The ``voiceprint`` command: one entry point, one subcommand per stage.
 
 Lab stages (``cli.lab``): prepare, shard, train, evaluate, run; download, lists.
-Using a model (``cli.use``): enroll, verify, identify, compare, speakers, export, serve.
+Speakers (``cli.store_cmds``): enroll, verify, identify, compare, speakers.
+The model (``cli.model_cmds``): calibrate, embed, export, serve.
 Who spoke when (``cli.diarize``): diarize, evaluate-diarization.
+Options, defaults and helpers these share: ``cli.common``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from voiceprint.cli import diarize, lab, use
+from voiceprint.cli import diarize, lab, model_cmds, store_cmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     lab.add_parsers(sub)
-    use.add_parsers(sub)
+    store_cmds.add_parsers(sub)
+    model_cmds.add_parsers(sub)
     diarize.add_parsers(sub)
     return parser
 
