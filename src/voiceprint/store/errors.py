@@ -1,6 +1,8 @@
-"""The errors a speaker store raises for its users (a leaf: imports nothing of the project)."""
+"""The errors a speaker store raises for its users."""
 
 from __future__ import annotations
+
+from voiceprint.errors import VoiceprintError
 
 REENROLL_HOW = (
     "embeddings of different models cannot be compared: re-enroll the speakers with this "
@@ -9,11 +11,11 @@ REENROLL_HOW = (
 )
 
 
-class ModelMismatchError(ValueError):
+class ModelMismatchError(VoiceprintError, ValueError):
     """Embeddings of one model were about to be compared with those of another."""
 
 
-class UnknownSpeakerError(KeyError):
+class UnknownSpeakerError(VoiceprintError, KeyError):
     """The named speaker is not enrolled."""
 
     def __str__(self) -> str:
