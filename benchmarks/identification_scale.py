@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from voiceprint.scoring import Backend, Scorer  # noqa: E402
 from voiceprint.store import APPROXIMATE_FROM, SpeakerDB, SpeakerIndex  # noqa: E402
 from voiceprint.store import index as store_index  # noqa: E402
-from voiceprint.store.db import _Search  # noqa: E402
+from voiceprint.store.sync import IndexState  # noqa: E402
 
 DIM = 192
 
@@ -107,12 +107,12 @@ def run_kind(
             faiss_build_s = time.perf_counter() - built
             del rows
             mapping = dict(zip(names, range(len(names)), strict=True))
-            db._search = _Search(index, 0, DIM, mapping, dict(enumerate(names)), len(names))
+            db._index.state = IndexState(index, 0, DIM, mapping, dict(enumerate(names)), len(names))
         db.identify(probes[0], top=5)  # with a store: reads it, builds the index
         build_s = time.perf_counter() - start
         gc.collect()
         grown = rss_bytes() - before
-        index = db._search.index
+        index = db._index.state.index
         n = index.ntotal
         times, cpu, hits = [], [], 0
         for probe, want in zip(probes, truth, strict=True):

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from voiceprint.audio import save
-from voiceprint.cli import main, use
+from voiceprint.cli import common, main, store_cmds
 from voiceprint.embedder import Embedder, OnnxEmbedder
+from voiceprint.errors import VoiceprintError
 from voiceprint.scoring import Decision
-from voiceprint.store import SpeakerDB
+from voiceprint.store import SpeakerDB, UnknownSpeakerError
 from voiceprint.synth import make_voice, synthesize_utterance
 
 from .test_onnx import make_tiny_checkpoint
@@ -142,7 +146,7 @@ def test_export_then_use_the_onnx_model(run, files, model, tmp_path) -> None:
 
 
 def test_errors_are_one_clear_line(run, files, model, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(use, "default_model", lambda: None)
+    monkeypatch.setattr(common, "default_model", lambda: None)
     code, _, err = run("compare", str(files["a1"]), str(files["a2"]), with_model=False)
     assert code == 2 and "no model given" in err and "--model" in err
 
@@ -184,13 +188,63 @@ def test_errors_are_one_clear_line(run, files, model, tmp_path, monkeypatch) -> 
     assert code == 2 and "outside the calibrated range" in err
 
 
+def _failing(error: BaseException) -> Callable[[object], int]:
+    """A command that raises ``error``."""
+
+    def command(args: object) -> int:
+        raise error
+
+    return command
+
+
+@pytest.mark.parametrize("bug", [TypeError("unsupported operand"), KeyError("row")])
+def test_a_bug_in_a_command_raises_instead_of_a_one_line_error(bug, monkeypatch) -> None:
+    """A TypeError or a KeyError of the code's own is a bug: main() lets it through, so
+    its traceback shows, rather than turning it into exit code 2 and one line."""
+    monkeypatch.setattr(store_cmds, "cmd_speakers", _failing(bug))
+    with pytest.raises(type(bug)) as raised:
+        main(["speakers"])
+    assert raised.value is bug
+
+
+def test_a_bug_prints_its_traceback(tmp_path) -> None:
+    code = (
+        "import sys\n"
+        "from voiceprint.cli import main, store_cmds\n"
+        "def bug(args):\n    return len(None)\n"
+        "store_cmds.cmd_speakers = bug\n"
+        "sys.exit(main(['speakers']))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 1 and "error:" not in out.stderr  # not the one-line form
+    assert "Traceback (most recent call last)" in out.stderr and "TypeError" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (VoiceprintError("speaker store is damaged"), "speaker store is damaged"),
+        (UnknownSpeakerError("speaker 'x' is not enrolled"), "speaker 'x' is not enrolled"),
+        (PermissionError(13, "Permission denied", "out.npz"), "Permission denied: 'out.npz'"),
+    ],
+)
+def test_a_user_error_is_one_line_and_exit_code_2(error, line, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(store_cmds, "cmd_speakers", _failing(error))
+    assert main(["speakers"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"{line}\n") and err.startswith("voiceprint speakers: error: ")
+    assert err.count("\n") == 1
+
+
 def test_default_store_location(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("VOICEPRINT_DB", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert use.db_path(None) == tmp_path / ".voiceprint" / "speakers.db"
+    assert common.db_path(None) == tmp_path / ".voiceprint" / "speakers.db"
     monkeypatch.setenv("VOICEPRINT_DB", str(tmp_path / "x.db"))
-    assert use.db_path(None) == tmp_path / "x.db"
-    assert use.db_path("y.db") == Path("y.db")
+    assert common.db_path(None) == tmp_path / "x.db"
+    assert common.db_path("y.db") == Path("y.db")
 
 
 def test_speech_is_found_trimmed_and_required(run, files, model, tmp_path) -> None:

@@ -8,8 +8,8 @@ import pytest
 
 from voiceprint.scoring import Backend, Scorer
 from voiceprint.store import SpeakerDB, brute_force_identify
-from voiceprint.store import db as store_db
 from voiceprint.store import index as store_index
+from voiceprint.store import sync as store_sync
 
 D = 24
 
@@ -115,9 +115,11 @@ def test_incremental_updates_equal_a_fresh_rebuild(location, kind: str, monkeypa
     with SpeakerDB(location, "m", scorer, **options) as db:
         db.enroll_many([f"s{i:03d}" for i in range(300)], emb[:300])
         db.identify(probes[0])  # builds the index
-        index = db._search.index
+        index = db._index.state.index
         rebuilds = []
-        monkeypatch.setattr(db, "_rebuild", lambda: rebuilds.append(1) or pytest.fail("rebuilt"))
+        monkeypatch.setattr(
+            db._index, "rebuild", lambda: rebuilds.append(1) or pytest.fail("rebuilt")
+        )
         for i in range(300, 330):  # new speakers, one write each
             db.enroll(f"s{i:03d}", emb[i])
         db.enroll("s007", emb[301:303])  # appended recordings move s007's model
@@ -125,7 +127,7 @@ def test_incremental_updates_equal_a_fresh_rebuild(location, kind: str, monkeypa
         db.remove("s311")
         db.enroll("s010", emb[399])  # back, with another voice
         got = _snapshot(db, probes)
-        assert db._search.index is index and not rebuilds  # updated in place
+        assert db._index.state.index is index and not rebuilds  # updated in place
         assert db.gallery_size == 329 and db.index_kind == kind
     with SpeakerDB(location, "m", scorer, **options) as fresh:
         assert _snapshot(fresh, probes) == got
@@ -140,13 +142,13 @@ def test_another_connection_writes_are_seen_by_the_next_identify(location) -> No
     try:
         writer.enroll_many([f"s{i}" for i in range(40)], emb[:40])
         assert reader.identify(emb[3], top=1)[0].name == "s3"  # builds its index
-        index = reader._search.index
+        index = reader._index.state.index
         writer.enroll("newcomer", emb[45])
         writer.remove("s3")
         best = reader.identify(emb[45], top=1)[0]
         assert (best.name, best.score) == ("newcomer", pytest.approx(1.0, abs=1e-6))
         assert "s3" not in [m.name for m in reader.identify(emb[3], top=40)]
-        assert reader._search.index is index  # followed the change log in place
+        assert reader._index.state.index is index  # followed the change log in place
         assert reader.gallery_size == 40 == len(reader)
     finally:
         writer.close()
@@ -156,20 +158,20 @@ def test_another_connection_writes_are_seen_by_the_next_identify(location) -> No
 def test_bulk_writes_and_a_pruned_log_rebuild_the_index(location, monkeypatch) -> None:
     rng = np.random.default_rng(6)
     emb = clustered(rng, 60)
-    monkeypatch.setattr(store_db, "CHANGE_LOG_NAMES", 5)
-    monkeypatch.setattr(store_db, "CHANGE_LOG_KEEP", 3)
+    monkeypatch.setattr(store_sync, "CHANGE_LOG_NAMES", 5)
+    monkeypatch.setattr(store_sync, "CHANGE_LOG_KEEP", 3)
     with SpeakerDB(location, "m") as writer, SpeakerDB(location, "m") as reader:
         writer.enroll_many([f"s{i}" for i in range(10)], emb[:10])
         reader.identify(emb[0])
-        first = reader._search.index
+        first = reader._index.state.index
         writer.enroll_many([f"b{i}" for i in range(10)], emb[10:20])  # bulk: logs "rebuild"
         assert reader.identify(emb[15], top=1)[0].name == "b5"
-        second = reader._search.index
+        second = reader._index.state.index
         assert second is not first
         for i in range(20, 25):  # more writes than the log keeps
             writer.enroll(f"c{i}", emb[i])
         assert reader.identify(emb[22], top=1)[0].name == "c22"
-        assert reader._search.index is not second and reader.gallery_size == 25
+        assert reader._index.state.index is not second and reader.gallery_size == 25
         kept = writer._conn.execute("SELECT COUNT(DISTINCT version) FROM changes").fetchone()[0]
         assert kept == 3
 

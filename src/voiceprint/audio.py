@@ -35,13 +35,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from voiceprint.errors import VoiceprintError
+
 SILENCE_PEAK = 1e-4  # a signal whose absolute peak stays below this is treated as silent
 AV_SUFFIXES = (".m4a", ".mp4", ".aac")  # decoded with PyAV (the voxceleb2 extra)
 COMMAND_SECONDS = 600.0  # a wav.scp command running longer than this is stopped
 UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's frame count when the header does not say
 
 
-class AudioError(ValueError):
+class AudioError(VoiceprintError, ValueError):
     """Audio that cannot be used; the message names the file and the problem."""
 
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
+from voiceprint.errors import VoiceprintError
 
-class ConfigError(ValueError):
+
+class ConfigError(VoiceprintError, ValueError):
     """A config file or override that cannot be applied."""
 
 

@@ -18,14 +18,14 @@ import os
 import sys
 from pathlib import Path
 
-from voiceprint.cli.use import (
-    _common,
-    _progress,
+from voiceprint.cli.common import (
+    add_common_options,
     choose_decision,
     db_path,
     load_model,
     needs_extra,
     open_store,
+    show_progress,
 )
 from voiceprint.diarization.clustering import STOP_LLR
 
@@ -62,7 +62,7 @@ def cmd_diarize(args: argparse.Namespace) -> int:
                 num_speakers=args.num_speakers,
                 min_speakers=args.min_speakers or 1,
                 max_speakers=args.max_speakers,
-                progress=_progress(),
+                progress=show_progress(),
             )
             written = result.write(args.out, picture=not args.no_picture)
             who = ", ".join(
@@ -142,7 +142,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help=f"ahc: stop merging below this calibrated LLR (default {STOP_LLR:g})",
     )
     p.add_argument("--no-picture", action="store_true", help="skip the timeline PNG")
-    _common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_diarize)
 
     p = sub.add_parser(

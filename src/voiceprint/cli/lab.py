@@ -105,7 +105,7 @@ def release_backend(checkpoint: Path, config: ExperimentConfig, progress: bool) 
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from voiceprint.cli.use import model_path
+    from voiceprint.cli.common import model_path
     from voiceprint.evaluation import evaluate
 
     results = evaluate(

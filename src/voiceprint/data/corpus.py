@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voiceprint.audio import PipeCommand, is_command
+from voiceprint.errors import VoiceprintError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif", ".au")
 
 
-class CorpusError(ValueError):
+class CorpusError(VoiceprintError, ValueError):
     """A corpus folder or list that cannot be used; the message names the path."""
 
 

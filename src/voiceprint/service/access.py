@@ -37,6 +37,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from voiceprint.errors import VoiceprintError
+
 log = logging.getLogger(__name__)
 
 ROLES = ("admin", "client")
@@ -45,7 +47,7 @@ KEY_ENV = "VOICEPRINT_API_KEY"
 MIN_SECRET_CHARS = 16
 
 
-class KeyFileError(ValueError):
+class KeyFileError(VoiceprintError, ValueError):
     """A key file or variable that cannot be used; the message names it and the line."""
 
 

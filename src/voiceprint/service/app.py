@@ -32,6 +32,11 @@ decoder's message naming the upload) or no speech in it, 413 audio longer than
 admin endpoint) when keys are configured, 404 unknown speaker, 409 embeddings of another
 model, 413 a request body over ``max_upload_mb``, 422 missing fields, 429 too many
 verify/identify requests.
+
+This module holds the endpoints and who may call them; the response bodies are in
+:mod:`voiceprint.service.schemas`, the upload limit and decoding in
+:mod:`voiceprint.service.uploads`, keys, rate limits and the audit log in
+:mod:`voiceprint.service.access`.
 """
 
 from __future__ import annotations
@@ -52,166 +57,30 @@ from fastapi import (
     Request,
     UploadFile,
 )
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
 
 from voiceprint import audio
 from voiceprint.embedder import Embedder
 from voiceprint.scoring import ACCEPT, NOT_ENOUGH_SPEECH, Decision, Match
 from voiceprint.service.access import AuditLog, KeyRing, RateLimit, RateLimiter
 from voiceprint.service.batching import EmbeddingBatcher
+from voiceprint.service.schemas import (
+    Diarized,
+    Embedding,
+    Enrollment,
+    Health,
+    Identification,
+    Removal,
+    SpeakerList,
+    Verdict,
+    Verification,
+)
+from voiceprint.service.uploads import UploadLimit, decode_upload
 from voiceprint.store import ModelMismatchError, SpeakerDB, UnknownSpeakerError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 DEFAULT_RATE_LIMIT = RateLimit(60, 60.0)  # verify + identify per key: one a second, bursts of 60
-
-
-class Health(BaseModel):
-    status: str
-    model_id: str
-    backend: str
-    sample_rate: int
-    embedding_dim: int
-    threshold: float | None
-    rule: str | None
-    speakers: int
-    api_key_required: bool
-    max_upload_mb: float
-    rate_limit: str | None
-
-
-class Embedding(BaseModel):
-    model_id: str
-    seconds: float
-    embedding: list[float]
-
-
-class Verdict(BaseModel):
-    score: float
-    llr: float  # calibrated log-likelihood ratio (the score, for an uncalibrated model)
-    threshold: float | None
-    accepted: bool | None
-    decision: str  # ACCEPT | REJECT | NOT ENOUGH SPEECH | NO THRESHOLD
-    # net speech (s) of the recording(s) judged (the shorter side), and the least the
-    # decision needs to answer; below it the decision is NOT ENOUGH SPEECH, never ACCEPT
-    speech_seconds: float | None = None
-    speech_needed: float | None = None
-
-
-class Verification(Verdict):
-    name: str
-
-
-class Candidate(Verdict):
-    name: str
-
-
-class Identification(BaseModel):
-    candidates: list[Candidate]
-    best: Candidate
-    identified: str  # the best candidate's name when accepted, else "unknown"
-    gallery_size: int
-
-
-class Enrollment(BaseModel):
-    name: str
-    added: int
-    count: int
-
-
-class Speaker(BaseModel):
-    name: str
-    count: int
-    model_id: str
-    same_model: bool
-
-
-class SpeakerList(BaseModel):
-    model_id: str
-    speakers: list[Speaker]
-    next: str | None = None  # pass as ?after= for the next page; None on the last page
-
-
-class Removal(BaseModel):
-    name: str
-    removed: int
-
-
-class DiarizedSpeaker(BaseModel):
-    speaker: str  # the enrolled name, or unknown-N
-    name: str  # the enrolled name, or "unknown"
-    score: float | None  # the best enrolled match's score and LLR (None: nobody enrolled)
-    llr: float | None
-    best_match: str | None
-    seconds: float
-
-
-class Turn(BaseModel):
-    start: float
-    end: float
-    speaker: str
-    name: str | None
-    score: float | None
-    llr: float | None
-
-
-class Diarized(BaseModel):
-    duration: float
-    num_speakers: int
-    speakers: list[DiarizedSpeaker]
-    segments: list[Turn]
-
-
-class UploadLimit:
-    """ASGI middleware: answer 413 when a request body exceeds ``max_bytes``.
-
-    Checks the declared Content-Length first, then counts the bytes actually received
-    (chunked uploads), buffering at most ``max_bytes`` before handing the body on.
-    """
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send)
-            return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = bool(message.get("more_body", False))
-            if len(body) > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: dict, receive: Any, send: Any) -> None:
-        limit = self.max_bytes / 2**20
-        response = JSONResponse(
-            {"detail": f"request body larger than the upload limit of {limit:g} MB"},
-            status_code=413,
-        )
-        await response(scope, receive, send)
 
 
 def _caller(request: Request, x_api_key: str | None, role: str) -> str:
@@ -322,16 +191,7 @@ def create_app(
             audit.record(event, key_id, **fields)
 
     def decode(upload: UploadFile) -> np.ndarray:
-        data = upload.file.read()
-        name = upload.filename or "upload"
-        try:  # the duration is checked from the header, before decoding
-            return audio.decode_bytes(
-                data, embedder.sample_rate, name=name, max_seconds=max_audio_seconds
-            )
-        except audio.AudioTooLongError as err:
-            raise HTTPException(413, str(err)) from err
-        except audio.AudioError as err:
-            raise HTTPException(400, str(err)) from err
+        return decode_upload(upload, embedder.sample_rate, max_audio_seconds)
 
     def embed_wave(wave: np.ndarray, upload: UploadFile) -> tuple[np.ndarray, float]:
         """(embedding (D,), net speech in s) of one decoded upload."""

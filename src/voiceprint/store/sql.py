@@ -4,6 +4,7 @@
     sql = connect("postgresql://user:pw@host/db")      # PostgreSQL (the [postgres] extra)
     sql.execute("SELECT ... WHERE name = ?", (name,)).fetchall()
 
+:func:`create_tables` creates the tables or upgrades them to :data:`SCHEMA_VERSION`.
 The store (:mod:`voiceprint.store.db`) writes its SQL once, with ``?`` placeholders and
 the syntax both databases share (``ON CONFLICT DO NOTHING``, ``IN (...)``); an adapter
 differs only in how it connects, its table definitions (BLOB / BYTEA, the embedding id
@@ -19,6 +20,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
+
+SCHEMA_VERSION = 2  # 2: the change counter and change log (a version-1 store is upgraded)
 
 _COMMON_TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -223,3 +226,31 @@ def connect(location: str | Path) -> SQL:
     if is_postgres_url(location):
         return Postgres(str(location))
     return SQLite(location)
+
+
+def create_tables(conn: SQL) -> None:
+    """Create or upgrade the store's tables (idempotent; safe with concurrent openers)."""
+    conn.begin(write=True)
+    try:
+        for statement in conn.schema():
+            conn.execute(statement)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        version = SCHEMA_VERSION if row is None else int(row[0])
+        if row is None:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(version),))
+        elif version == 1:  # the tables above are all version 2 adds
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+            version = SCHEMA_VERSION
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"{conn.location}: speaker store schema {version} is not {SCHEMA_VERSION}"
+            )
+        if conn.execute("SELECT 1 FROM counters WHERE key = 'version'").fetchone() is None:
+            conn.execute("INSERT INTO counters(key, value) VALUES ('version', 0)")
+        if conn.execute("SELECT 1 FROM counters WHERE key = 'speakers'").fetchone() is None:
+            count = conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0]
+            conn.execute("INSERT INTO counters(key, value) VALUES ('speakers', ?)", (count,))
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
