@@ -15,7 +15,6 @@ from voiceprint.store.db import (
     SpeakerDB,
     SpeakerInfo,
     UnknownSpeakerError,
-    brute_force_identify,
     open_store,
 )
 from voiceprint.store.index import APPROXIMATE_FROM, SpeakerIndex
@@ -30,7 +29,6 @@ __all__ = [
     "SpeakerIndex",
     "SpeakerInfo",
     "UnknownSpeakerError",
-    "brute_force_identify",
     "display_location",
     "is_postgres_url",
     "open_store",

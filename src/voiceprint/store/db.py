@@ -39,7 +39,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -748,17 +748,3 @@ class _Transaction:
                 self.db._conn.commit()
         finally:
             self.db._lock.release()
-
-
-def brute_force_identify(
-    enrolled: Iterable[tuple[str, np.ndarray]], embedding: np.ndarray, top: int = 5
-) -> list[tuple[str, float]]:
-    """Reference identification: a Python loop over (name, mean (D,)) pairs, cosine each."""
-    probe = np.asarray(embedding, dtype=np.float64)
-    probe = probe / np.linalg.norm(probe)
-    scored = []
-    for name, mean in enrolled:
-        mean = np.asarray(mean, dtype=np.float64)
-        scored.append((name, float(mean @ probe / np.linalg.norm(mean))))
-    scored.sort(key=lambda item: -item[1])
-    return scored[:top]
