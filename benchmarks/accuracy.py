@@ -216,7 +216,7 @@ def calibrate_cosine(ctx: Context, embedder: WaveEmbedder) -> tuple[ScoreCalibra
     trials = enroll_style_trials(ctx.calibration_utts, 1, list(ctx.train_config.data.corpora))
     emb, _ = embed_waves(embedder, ctx.calibration_waves(), threads=ctx.args.threads)
     scores = score_trials(emb, [u.utt for u in ctx.calibration_utts], trials.trials)
-    labels = trials.labels()
+    labels = trials.labels
     calibration = ScoreCalibration().fit(scores[labels], scores[~labels], p_target=P_TARGET)
     source = {
         "speakers": len({u.speaker for u in ctx.calibration_utts}),
@@ -421,16 +421,16 @@ def rows_of(ctx: Context, result: SystemScores) -> list[Row]:
     rows = []
     for s in ctx.sets:
         scores, llr = result.scores[s.name], result.llr[s.name]
-        m = trial_metrics(scores, s.trials, n_boot=ctx.args.bootstrap, seed=42)
-        act = act_ci = None
-        if llr is not None:
-            labels = s.trials.labels
-            act = metrics.act_dcf(llr[labels], llr[~labels], P_TARGET)
-            spk_a, spk_b = s.trials.speakers()
-            ci = metrics.bootstrap_dcf(
-                scores, labels, spk_a, spk_b, P_TARGET, llr=llr, n_boot=200, seed=42
-            )
-            act_ci = list(ci["act_dcf"])
+        m = trial_metrics(
+            scores,
+            s.trials,
+            n_boot=ctx.args.bootstrap,
+            seed=42,
+            p_target=P_TARGET,
+            llr=llr,
+            n_boot_dcf=200 if llr is not None else 0,  # the actual DCF's interval
+        )
+        act, act_ci = m.get("act_dcf"), m.get("act_dcf_ci95")
         _write_scores(ctx, f"{result.key}_{s.name}", s, scores)
         floor = None if result.key == "mfcc" else vs_floor(ctx, s, scores)
         figure = README_FIGURES.get(s.name, {}).get(result.key)

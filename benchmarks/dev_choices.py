@@ -38,6 +38,7 @@ from voiceprint.calibration import (  # noqa: E402
 from voiceprint.config import EvalConfig  # noqa: E402
 from voiceprint.data.corpus import read_kaldi_dir, scan_split  # noqa: E402
 from voiceprint.data.protocol import pair_trials, select  # noqa: E402
+from voiceprint.data.trials import TrialSet  # noqa: E402
 from voiceprint.embedder import Embedder, find_checkpoint  # noqa: E402
 from voiceprint.scoring import Scorer  # noqa: E402
 
@@ -65,19 +66,14 @@ def embed(embedder: Embedder, utts: list, cache: Path, progress: bool) -> np.nda
 
 def score_pairs(scorer: Scorer, utts: list, emb: np.ndarray) -> dict:
     """All-pairs trials of ``utts`` through ``scorer``: EER [CI], minDCF, actual DCF."""
-    trials = pair_trials(utts)
+    trials = TrialSet(utts, pair_trials(utts))
     units = dict(zip([u.utt for u in utts], scorer.units(emb), strict=True))
-    scores = scorer.score_trials(units, [(a, b) for a, b, _ in trials])
-    labels = np.array([t for *_, t in trials])
-    spk = {u.utt: u.speaker for u in utts}
-    spk_a = np.array([spk[a] for a, _, _ in trials])
-    spk_b = np.array([spk[b] for _, b, _ in trials])
-    out = metrics.summarize(scores[labels], scores[~labels], 0.01)
-    out["eer_ci95"] = list(metrics.bootstrap_eer(scores, labels, spk_a, spk_b, n_boot=200))
-    if scorer.calibrated:
-        llr = scorer.llr(scores)
-        out["act_dcf"] = metrics.act_dcf(llr[labels], llr[~labels], 0.01)
-    return out
+    scores = scorer.score_trials(units, trials.pairs())
+    spk_a, spk_b = trials.speakers()
+    llr = scorer.llr(scores) if scorer.calibrated else None
+    return metrics.report(
+        scores, trials.labels, spk_a, spk_b, 0.01, llr, n_boot=200, seed=0, n_boot_dcf=0
+    )
 
 
 def main() -> None:

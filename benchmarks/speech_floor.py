@@ -32,8 +32,9 @@ from benchmarks.accuracy import DEFAULT_SETS, is_kaldi_set, parse_sets  # noqa: 
 from voiceprint.config import DataConfig  # noqa: E402
 from voiceprint.data.corpus import scan_split  # noqa: E402
 from voiceprint.data.protocol import prepare_test  # noqa: E402
+from voiceprint.data.trials import TrialSet  # noqa: E402
 from voiceprint.embedder import load_embedder  # noqa: E402
-from voiceprint.evaluation import load_test_set, score_test_set  # noqa: E402
+from voiceprint.evaluation import score_test_set  # noqa: E402
 
 log = logging.getLogger("speech_floor")
 
@@ -104,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = root if is_kaldi_set(root) else args.work / "data" / name
         if not is_kaldi_set(root):
             prepare_test(scan_split(root, "test"), DataConfig(test_speakers=0, test_utts=0), folder)
-        test = load_test_set(folder, "pairs")
+        test = TrialSet.read(folder, "pairs")
         scored = score_test_set(embedder, embedder.scorer, test, progress=False)
-        labels = np.array([t for _, _, t in test.trials], dtype=bool)
+        labels = test.labels
         llr = embedder.scorer.llr(scored.scores, scored.enroll_seconds, scored.test_seconds)
         shorter = np.minimum(scored.enroll_seconds, scored.test_seconds)
         per_set[name] = {

@@ -361,7 +361,8 @@ def eer_rows(
 ) -> list[dict]:
     """Dev EER of each precision through the model's deployed scorer."""
     from voiceprint import metrics
-    from voiceprint.evaluation import evaluate, load_test_set, score_test_set
+    from voiceprint.data.trials import TrialSet
+    from voiceprint.evaluation import evaluate, score_test_set
 
     folder = work / "data" / ("so762-dev-quick" if args.quick else "so762-dev")
     # all pairs of every dev clip; --quick: 6 speakers x 5 clips
@@ -399,8 +400,8 @@ def eer_rows(
             }
         )
     if torch_models:
-        test = load_test_set(folder, "pairs")
-        labels = np.array([t for _, _, t in test.trials], dtype=bool)
+        test = TrialSet.read(folder, "pairs")
+        labels = test.labels
     for precision, emb in torch_models.items():
         log.info("dev EER: torch %s", precision)
         started = time.perf_counter()

@@ -141,7 +141,7 @@ def test_fit_calibration_records_decision_and_provenance() -> None:
     assert fitted.provenance["n_nontarget"] == 72 * 71 // 2 - 12 * 15
     # The decision's FAR table is measured on the calibrated non-target trials.
     scores = calibration.score_trial_set(Scorer(fitted), trial_set, emb)
-    labels = trial_set.labels()
+    labels = trial_set.labels
     llr = fitted.calibration.llr(scores)
     far = 0.01
     measured = np.mean(llr[~labels] >= fitted.decision.at_far(far).threshold)

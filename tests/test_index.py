@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.oracles import brute_force_identify
 from voiceprint.scoring import Backend, Scorer
-from voiceprint.store import SpeakerDB, brute_force_identify
+from voiceprint.store import SpeakerDB
 from voiceprint.store import index as store_index
 from voiceprint.store import sync as store_sync
 

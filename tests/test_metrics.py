@@ -252,3 +252,27 @@ def test_lab_doc_worked_example() -> None:
     value, threshold = metrics.eer([0.9, 0.8, 0.4], [0.7, 0.5, 0.3, 0.2])
     assert value == pytest.approx(1 / 3)
     assert threshold == pytest.approx(0.7 + (0.5 - 0.7) / 3)
+
+
+def test_report_is_the_block_of_its_parts() -> None:
+    """report() = summarize + bootstrap_eer + bootstrap_dcf + act_dcf, with the given
+    resample counts and one seed; n_boot_dcf=0 leaves the DCF intervals out."""
+    scores, labels, a, b = _trials(8, 5, seed=4)
+    llr = 3.0 * scores - 5.0
+    out = metrics.report(scores, labels, a, b, 0.05, llr, n_boot=300, seed=7, n_boot_dcf=50)
+    lab = labels.astype(bool)
+    assert {k: out[k] for k in metrics.summarize(scores[lab], scores[~lab], 0.05)} == (
+        metrics.summarize(scores[lab], scores[~lab], 0.05)
+    )
+    assert out["eer_ci95"] == list(metrics.bootstrap_eer(scores, labels, a, b, 300, seed=7))
+    ci = metrics.bootstrap_dcf(scores, labels, a, b, 0.05, llr=llr, n_boot=50, seed=7)
+    assert out["min_dcf_ci95"] == list(ci["min_dcf"])
+    assert out["act_dcf_ci95"] == list(ci["act_dcf"])
+    assert out["act_dcf"] == metrics.act_dcf(llr[lab], llr[~lab], 0.05)
+    plain = metrics.report(scores, labels, a, b, 0.05, n_boot=300, seed=7, n_boot_dcf=0)
+    assert "min_dcf_ci95" not in plain and "act_dcf" not in plain
+    assert plain["eer_ci95"] == out["eer_ci95"]
+    uncalibrated = metrics.report(scores, labels, a, b, 0.05, n_boot=20, n_boot_dcf=20)
+    assert "min_dcf_ci95" in uncalibrated and "act_dcf_ci95" not in uncalibrated
+    with pytest.raises(ValueError, match="llr"):
+        metrics.report(scores, labels, a, b, 0.05, llr[:-1], n_boot=20, n_boot_dcf=0)

@@ -1,4 +1,5 @@
-"""Scoring back-end: cosine scores, trials, AS-norm against a loop, calibration vs analytic LLR."""
+"""Scoring back-end: cosine scores, trials, AS-norm against a loop and against the oracles
+(tests/oracles.py), calibration vs analytic LLR."""
 
 from __future__ import annotations
 
@@ -8,21 +9,26 @@ import numpy as np
 import pytest
 import torch
 
+from tests.oracles import asnorm, cosine_scores, score_trials
 from voiceprint import metrics, scoring
 
 
-def test_cosine_scores_known_values_and_torch_input() -> None:
+def test_plain_scorer_is_cosine_known_values_and_torch_input() -> None:
     a = np.array([[1.0, 0.0], [0.0, 2.0]])
     b = np.array([[3.0, 0.0], [1.0, 1.0], [0.0, -1.0]])
     expected = np.array([[1.0, 1 / np.sqrt(2), 0.0], [0.0, 1 / np.sqrt(2), -1.0]])
-    np.testing.assert_allclose(scoring.cosine_scores(a, b), expected, atol=1e-12)
-    out = scoring.cosine_scores(torch.tensor(a, dtype=torch.float32), torch.tensor(b))
+    plain = scoring.Scorer()
+    np.testing.assert_allclose(plain.score(plain.units(a), plain.units(b)), expected, atol=1e-12)
+    np.testing.assert_allclose(cosine_scores(a, b), expected, atol=1e-12)  # the oracle
+    out = plain.score(
+        plain.units(torch.tensor(a, dtype=torch.float32)), plain.units(torch.tensor(b))
+    )
     assert isinstance(out, np.ndarray) and out.shape == (2, 3)
     np.testing.assert_allclose(out, expected, atol=1e-6)
     with pytest.raises(ValueError, match="dimensions differ"):
-        scoring.cosine_scores(a, np.ones((2, 3)))
+        plain.score(plain.units(a), plain.units(np.ones((2, 3))))
     with pytest.raises(ValueError, match="2-D"):
-        scoring.cosine_scores(a[0], b)
+        plain.score(plain.units(a[0]), plain.units(b))
 
 
 def test_verification_is_diagonal_of_cosine_scores() -> None:
@@ -30,7 +36,7 @@ def test_verification_is_diagonal_of_cosine_scores() -> None:
     x, y = rng.normal(size=(7, 5)), rng.normal(size=(7, 5))
     got = scoring.verification(x, y)
     assert got.shape == (7,)
-    np.testing.assert_allclose(got, np.diag(scoring.cosine_scores(x, y)), atol=1e-12)
+    np.testing.assert_allclose(got, np.diag(cosine_scores(x, y)), atol=1e-12)
     np.testing.assert_allclose(scoring.verification(x, 3 * x), 1.0)
     with pytest.raises(ValueError, match="same shape"):
         scoring.verification(x, y[:3])
@@ -38,11 +44,15 @@ def test_verification_is_diagonal_of_cosine_scores() -> None:
 
 def test_score_trials_looks_up_ids() -> None:
     emb = {"spkA": np.array([1.0, 0.0]), "u1": np.array([1.0, 1.0]), "u2": np.array([0.0, -2.0])}
-    got = scoring.score_trials(emb, [("spkA", "u1"), ("spkA", "u2"), ("u1", "u2")])
-    np.testing.assert_allclose(got, [1 / np.sqrt(2), 0.0, -1 / np.sqrt(2)], atol=1e-12)
-    assert scoring.score_trials(emb, []).shape == (0,)
+    trials = [("spkA", "u1"), ("spkA", "u2"), ("u1", "u2")]
+    expected = [1 / np.sqrt(2), 0.0, -1 / np.sqrt(2)]
+    scorer = scoring.Scorer()
+    units = {k: scorer.units(v) for k, v in emb.items()}
+    np.testing.assert_allclose(scorer.score_trials(units, trials), expected, atol=1e-12)
+    np.testing.assert_allclose(score_trials(emb, trials), expected, atol=1e-12)  # the oracle
+    assert scorer.score_trials(units, []).shape == (0,)
     with pytest.raises(KeyError, match="nope"):
-        scoring.score_trials(emb, [("spkA", "nope")])
+        scorer.score_trials(units, [("spkA", "nope")])
 
 
 def test_length_norm_and_mean_subtract() -> None:
@@ -67,20 +77,31 @@ def _asnorm_loop(scores, enroll, test, cohort, top_n):
 
 @pytest.mark.parametrize("top_n", [2, 5, 30])
 def test_asnorm_matches_per_trial_loop(top_n: int) -> None:
+    """The scorer's AS-norm (and the oracle's) against a loop over trials and cohort."""
     rng = np.random.default_rng(1)
     enroll, test = rng.normal(size=(11, 8)), rng.normal(size=(11, 8))
     cohort = rng.normal(size=(30, 8))
     raw = scoring.verification(enroll, test)
-    got = scoring.asnorm(raw, enroll, test, cohort, top_n=top_n, chunk=4)  # several chunks
-    np.testing.assert_allclose(got, _asnorm_loop(raw, enroll, test, cohort, top_n), atol=1e-10)
+    expected = _asnorm_loop(raw, enroll, test, cohort, top_n)
+    got = asnorm(raw, enroll, test, cohort, top_n=top_n, chunk=4)  # several chunks
+    np.testing.assert_allclose(got, expected, atol=1e-10)
+    unit_cohort = cohort / np.linalg.norm(cohort, axis=1, keepdims=True)
+    scorer = scoring.Scorer(scoring.Backend(cohort=unit_cohort, asnorm_top=top_n))
+    np.testing.assert_allclose(
+        scorer.score_pairs(scorer.units(enroll), scorer.units(test)), expected, atol=1e-10
+    )
+    units = {f"e{i}": u for i, u in enumerate(scorer.units(enroll))}
+    units.update({f"t{i}": u for i, u in enumerate(scorer.units(test))})
+    pairs = [(f"e{i}", f"t{i}") for i in range(11)]
+    np.testing.assert_allclose(scorer.score_trials(units, pairs, chunk=4), expected, atol=1e-10)
 
 
 def test_asnorm_validates() -> None:
     x = np.ones((3, 4))
     with pytest.raises(ValueError, match="top_n"):
-        scoring.asnorm(np.zeros(3), x, x, np.ones((5, 4)), top_n=6)
+        asnorm(np.zeros(3), x, x, np.ones((5, 4)), top_n=6)
     with pytest.raises(ValueError, match="agree"):
-        scoring.asnorm(np.zeros(2), x, x, np.ones((5, 4)), top_n=2)
+        asnorm(np.zeros(2), x, x, np.ones((5, 4)), top_n=2)
 
 
 @pytest.mark.parametrize("p_target", [0.5, 0.1])
@@ -140,9 +161,9 @@ def test_scorer_matches_the_back_end_computed_by_hand() -> None:
     enroll, probe = rng.normal(size=(5, 6)), rng.normal(size=(7, 6))
     got = scorer.score(scorer.units(enroll), scorer.units(probe))
     e, p = enroll - backend.mean, probe - backend.mean
-    raw = scoring.cosine_scores(e, p)
+    raw = cosine_scores(e, p)
     ii, jj = np.meshgrid(np.arange(5), np.arange(7), indexing="ij")
-    expected = scoring.asnorm(
+    expected = asnorm(
         raw.ravel(), e[ii.ravel()], p[jj.ravel()], backend.cohort, backend.asnorm_top
     ).reshape(5, 7)
     # asnorm() renormalises the stored float32 cohort rows in float64: 1e-7-level changes.
@@ -156,7 +177,7 @@ def test_scorer_matches_the_back_end_computed_by_hand() -> None:
     plain = scoring.Scorer()
     np.testing.assert_allclose(
         plain.score(plain.units(enroll), plain.units(probe)),
-        scoring.cosine_scores(enroll, probe),
+        cosine_scores(enroll, probe),
         atol=1e-12,
     )
     np.testing.assert_array_equal(plain.llr(raw), raw)

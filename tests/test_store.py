@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voiceprint.store import (
-    ModelMismatchError,
-    SpeakerDB,
-    UnknownSpeakerError,
-    brute_force_identify,
-)
+from tests.oracles import brute_force_identify
+from voiceprint.store import ModelMismatchError, SpeakerDB, UnknownSpeakerError
 
 D = 16
 

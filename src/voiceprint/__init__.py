@@ -31,7 +31,6 @@ _EXPORTS = {
     "min_dcf": "voiceprint.metrics",
     "roc": "voiceprint.metrics",
     "verification": "voiceprint.scoring",
-    "cosine_scores": "voiceprint.scoring",
     "Embedder": "voiceprint.embedder",
     "SpeakerDB": "voiceprint.store",
     "load_config": "voiceprint.config",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from voiceprint import metrics
 from voiceprint.config import EvalConfig, ExperimentConfig
 from voiceprint.data.corpus import Utterance, by_speaker, read_kaldi_dir
 from voiceprint.data.protocol import corpus_of, enroll_trials, pair_trials
+from voiceprint.data.trials import TrialSet
 from voiceprint.embedder import Embedder
 from voiceprint.metrics import bayes_threshold
 from voiceprint.scoring import Backend, Decision, ScoreCalibration, Scorer, trial_quality
@@ -46,41 +47,6 @@ RULE_OF_30 = 30
 
 class SmallCalibrationSetWarning(UserWarning):
     """The calibration data has too few non-target trials for the rate asked for."""
-
-
-@dataclass
-class TrialSet:
-    """Enroll-style trials over some utterances: speaker models (id -> clip ids) and trials."""
-
-    utts: list[Utterance]
-    enroll: dict[str, list[str]]
-    trials: list[tuple[str, str, bool]]
-
-    def labels(self) -> np.ndarray:
-        return np.array([t for _, _, t in self.trials], dtype=bool)
-
-    def side_seconds(self, speech_by_utt: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Net speech (s) of each trial's two sides: the speaker model's clips summed, and
-        the test clip."""
-        model_seconds = {m: sum(speech_by_utt[i] for i in ids) for m, ids in self.enroll.items()}
-        return (
-            np.array([model_seconds[a] for a, _, _ in self.trials]),
-            np.array([speech_by_utt[b] for _, b, _ in self.trials]),
-        )
-
-    def test_corpora(self, corpora: Sequence[str]) -> np.ndarray:
-        """The corpus of each trial's test clip ("" where ids carry no corpus prefix)."""
-        spk = {u.utt: u.speaker for u in self.utts}
-        return np.array([corpus_of(spk[b], list(corpora)) for _, b, _ in self.trials])
-
-    def speakers(self) -> tuple[np.ndarray, np.ndarray]:
-        """The speaker on each side of each trial."""
-        spk = {u.utt: u.speaker for u in self.utts}
-        model_spk = {m: spk[ids[0]] for m, ids in self.enroll.items()}
-        return (
-            np.array([model_spk[a] for a, _, _ in self.trials]),
-            np.array([spk[b] for _, b, _ in self.trials]),
-        )
 
 
 def enroll_style_trials(
@@ -119,7 +85,7 @@ def enroll_style_trials(
             f"trials with {enroll_utts} enrollment clip(s): it needs at least two speakers "
             f"with more than {enroll_utts} clip(s) each"
         )
-    return TrialSet(list(utts), enroll, trials)
+    return TrialSet(list(utts), trials, enroll)
 
 
 def trial_units(
@@ -140,7 +106,7 @@ def score_trial_set(
 ) -> np.ndarray:
     """(n,) scores of the trial set's trials through ``scorer``."""
     units = trial_units(scorer, trial_set, emb_by_utt)
-    return scorer.score_trials(units, [(a, b) for a, b, _ in trial_set.trials])
+    return scorer.score_trials(units, trial_set.pairs())
 
 
 def lda_projection(emb: np.ndarray, speakers: Sequence[str], dim: int) -> np.ndarray:
@@ -254,7 +220,7 @@ def fit_calibration(
     the decision: trials with less speech on a side are answered "not enough speech".
     """
     scores = score_trial_set(scorer, trial_set, emb_by_utt)
-    labels = trial_set.labels()
+    labels = trial_set.labels
     enroll_s = test_s = None
     if speech_by_utt is not None:
         enroll_s, test_s = trial_set.side_seconds(speech_by_utt)
@@ -468,7 +434,7 @@ def recalibrate(
     embedder = load_embedder(model)
     trial_set = enroll_style_trials(utts, enroll_utts)
     emb, speech = embed_measured_by_utt(embedder, trial_set.utts, progress)
-    labels = trial_set.labels()
+    labels = trial_set.labels
     sides = trial_set.side_seconds(speech)
     # What the model as it is decides on this data, before it is recalibrated.
     before_scores = score_trial_set(embedder.scorer, trial_set, emb)
@@ -493,14 +459,11 @@ def recalibrate(
     llr = scorer.llr(scores, *sides)
     spk_a, spk_b = trial_set.speakers()
     crossed = cross_fitted_llr(scores, labels, spk_a, p_target, seed=0)
-    eer_ci = metrics.bootstrap_eer(scores, labels, spk_a, spk_b, n_boot=500)
-    ci = metrics.bootstrap_dcf(scores, labels, spk_a, spk_b, p_target, llr=crossed)
     report = {
-        **metrics.summarize(scores[labels], scores[~labels], p_target),
-        "eer_ci95": list(eer_ci),
-        "min_dcf_ci95": list(ci["min_dcf"]),
-        "act_dcf": metrics.act_dcf(crossed[labels], crossed[~labels], p_target),
-        "act_dcf_ci95": list(ci.get("act_dcf", (float("nan"),) * 2)),
+        # act_dcf, act_dcf_ci95: of the cross-fitted LLRs
+        **metrics.report(
+            scores, labels, spk_a, spk_b, p_target, crossed, n_boot=500, seed=0, n_boot_dcf=200
+        ),
         "act_dcf_self": metrics.act_dcf(llr[labels], llr[~labels], p_target),
         "n_speakers": int(backend.provenance["speakers"]),
         # the model's decisions on this data before recalibration (fractions)

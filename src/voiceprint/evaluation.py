@@ -22,38 +22,13 @@ import numpy as np
 from voiceprint import metrics, plots
 from voiceprint.artifact import load_checkpoint, save_checkpoint
 from voiceprint.config import ExperimentConfig, apply_overrides
-from voiceprint.data.corpus import CorpusError, Utterance, by_speaker, read_kaldi_dir, scan_split
-from voiceprint.data.protocol import Trial, prepare_test, read_trials
+from voiceprint.data.corpus import CorpusError, by_speaker, read_kaldi_dir, scan_split
+from voiceprint.data.protocol import Trial, prepare_test
+from voiceprint.data.trials import TrialSet
 from voiceprint.embedder import Embedder, find_checkpoint, load_embedder
 from voiceprint.scoring import Decision, Scorer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TestSet:
-    """Test utterances, their trial list and, for enroll trials, the enrollment lists."""
-
-    utts: list[Utterance]
-    trials: list[Trial]
-    enroll: dict[str, list[str]] | None
-    folder: Path
-
-
-def load_test_set(folder: Path, kind: str) -> TestSet:
-    """Read a prepared test folder (wav.scp, utt2spk, trials_<kind>[, enroll])."""
-    utts = read_kaldi_dir(folder)
-    trials_path = folder / f"trials_{kind}"
-    if not trials_path.is_file() and (folder / "trials").is_file():
-        trials_path = folder / "trials"
-    trials = read_trials(trials_path)
-    enroll = None
-    if kind == "enroll":
-        enroll = {}
-        for line in (folder / "enroll").read_text(encoding="utf-8").splitlines():
-            spk, *ids = line.split()
-            enroll[spk] = ids
-    return TestSet(utts, trials, enroll, folder)
 
 
 def resolve_test_folder(
@@ -86,17 +61,6 @@ def resolve_test_folder(
     if not (folder / "wav.scp").is_file():
         raise CorpusError(f"{folder} is missing: run 'voiceprint prepare' first")
     return folder
-
-
-def trial_speakers(test: TestSet, trials: list[Trial]) -> tuple[np.ndarray, np.ndarray]:
-    """The speaker on each side of each trial (enroll ids may already be speakers)."""
-    spk_of = {u.utt: u.speaker for u in test.utts}
-    if test.enroll is not None:
-        spk_of.update({spk: spk for spk in test.enroll})
-    return (
-        np.array([spk_of[a] for a, _, _ in trials]),
-        np.array([spk_of[b] for _, b, _ in trials]),
-    )
 
 
 def write_scores(path: Path, trials: list[Trial], scores: np.ndarray) -> Path:
@@ -156,7 +120,7 @@ class ScoredTrials:
 
 
 def score_test_set(
-    embedder: Embedder, scorer: Scorer, test: TestSet, progress: bool = True
+    embedder: Embedder, scorer: Scorer, test: TrialSet, progress: bool = True
 ) -> ScoredTrials:
     """Embed every test clip and score every trial through ``scorer``.
 
@@ -165,22 +129,15 @@ def score_test_set(
     """
     emb, speech = embedder.embed_files_measured([u.path for u in test.utts], progress=progress)
     index = {u.utt: i for i, u in enumerate(test.utts)}
-    pairs = [(a, b) for a, b, _ in test.trials]
-    seconds = {u.utt: float(speech[i]) for i, u in enumerate(test.utts)}
-    for spk, ids in (test.enroll or {}).items():
-        seconds[spk] = sum(seconds[i] for i in ids)
+    pairs = test.pairs()
     out = []
     for s in (scorer, Scorer()):
         units = dict(zip(index, s.units(emb), strict=True))
-        for spk, ids in (test.enroll or {}).items():
+        for spk, ids in test.enroll.items():
             units[spk] = s.speaker_model(emb[[index[i] for i in ids]])
         out.append(s.score_trials(units, pairs))
-    return ScoredTrials(
-        out[0],
-        out[1],
-        np.array([seconds[a] for a, _ in pairs]),
-        np.array([seconds[b] for _, b in pairs]),
-    )
+    seconds = {u.utt: float(speech[i]) for i, u in enumerate(test.utts)}
+    return ScoredTrials(out[0], out[1], *test.side_seconds(seconds))
 
 
 def operating_points(
@@ -295,7 +252,7 @@ def evaluate(
         if trials == "enroll":
             raise CorpusError(f"{folder} has no enroll trials (trials_enroll + enroll)")
         kind = "pairs"  # an official list: recording against recording
-    test = load_test_set(folder, kind)
+    test = TrialSet.read(folder, kind)
     scorer = refit_backend(embedder, config, progress) if refit else embedder.scorer
     log.info(
         "evaluating %s on %d utterances, %d %s trials (%s)",
@@ -307,28 +264,31 @@ def evaluate(
     )
     scored = score_test_set(embedder, scorer, test, progress)
     scores, raw = scored.scores, scored.raw
-    labels = np.array([t for _, _, t in test.trials], dtype=bool)
+    labels = test.labels
     target, nontarget = scores[labels], scores[~labels]
     if not len(target) or not len(nontarget):
         raise ValueError(f"trial list in {test.folder} needs both target and nontarget trials")
     p_target = config.eval.p_target
-    results: dict[str, Any] = metrics.summarize(target, nontarget, p_target=p_target)
-    spk_a, spk_b = trial_speakers(test, test.trials)
-    low, high = metrics.bootstrap_eer(
-        scores, labels, spk_a, spk_b, n_boot=config.eval.bootstrap, seed=config.seed
-    )
+    spk_a, spk_b = test.speakers()
     llr = scorer.llr(scores, scored.enroll_seconds, scored.test_seconds)
     points = operating_points(
         scorer.decision, llr, labels, scored.enroll_seconds, scored.test_seconds, p_target
     )
     llr = llr if scorer.calibrated else None
-    dcf_ci = metrics.bootstrap_dcf(
-        scores, labels, spk_a, spk_b, p_target, llr=llr, n_boot=200, seed=config.seed
+    results = metrics.report(
+        scores,
+        labels,
+        spk_a,
+        spk_b,
+        p_target,
+        llr,
+        n_boot=config.eval.bootstrap,
+        seed=config.seed,
+        n_boot_dcf=200,
     )
+    low, high = results["eer_ci95"]
     results.update(
         {
-            "eer_ci95": [low, high],
-            "min_dcf_ci95": list(dcf_ci["min_dcf"]),
             "trials": kind,
             "n_speakers": len(by_speaker(test.utts)),
             "n_utterances": len(test.utts),
@@ -347,8 +307,6 @@ def evaluate(
         }
     )
     if llr is not None:
-        results["act_dcf"] = metrics.act_dcf(llr[labels], llr[~labels], p_target)
-        results["act_dcf_ci95"] = list(dcf_ci["act_dcf"])
         results["calibration"] = scorer.backend.provenance
     if points:
         results["operating_points"] = points

@@ -1,6 +1,6 @@
 """Verification metrics: ROC/DET points, EER, minDCF, actual DCF of calibrated LLRs,
 speaker-bootstrap intervals (EER, minDCF, actual DCF) and the speaker pairs behind the
-false accepts at a threshold.
+false accepts at a threshold; :func:`report` gathers the figures every report gives.
 
 Pure vectorised numpy: every curve comes from one descending sort of the scores and
 cumulative sums, never a loop over thresholds.
@@ -22,6 +22,7 @@ Conventions used throughout:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ __all__ = [
     "get_eer",
     "min_dcf",
     "paired_bootstrap",
+    "report",
     "roc",
     "summarize",
     "threshold_at_far",
@@ -576,6 +578,59 @@ def paired_bootstrap(
     )
     whole = min_dcf(y[lab], y[~lab], p_target)[0] - min_dcf(x[lab], x[~lab], p_target)[0]
     out["min_dcf"] = (whole, *_interval(dcf_diff, confidence))
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def report(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    spk_a: Sequence[object] | np.ndarray,
+    spk_b: Sequence[object] | np.ndarray,
+    p_target: float = 0.01,
+    llr: ArrayLike | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_boot_dcf: int = 200,
+) -> dict[str, Any]:
+    """The verification figures of scored trials: the block every report gives.
+
+    Args:
+        scores: (n,) trial scores.
+        labels: (n,) 1 for target trials, 0 for non-target (``spk_a == spk_b``).
+        spk_a, spk_b: (n,) speaker ids of the two sides of each trial.
+        p_target: target prior of minDCF and actual DCF.
+        llr: (n,) calibrated LLRs of the trials, or None (uncalibrated).
+        n_boot: speaker resamples of the EER interval (:func:`bootstrap_eer`).
+        seed: seed of both bootstraps.
+        n_boot_dcf: speaker resamples of the minDCF and actual DCF intervals
+            (:func:`bootstrap_dcf`); 0 leaves those intervals out.
+
+    Returns:
+        :func:`summarize`'s keys (``eer``, ``eer_threshold``, ``min_dcf``,
+        ``min_dcf_threshold``, ``p_target``, ``n_target``, ``n_nontarget``), then
+        ``eer_ci95``, ``min_dcf_ci95`` (with ``n_boot_dcf``) and, with ``llr``,
+        ``act_dcf`` (:func:`act_dcf`) and ``act_dcf_ci95`` (with ``n_boot_dcf``);
+        intervals are 95% ``[low, high]`` lists, rates fractions.
+    """
+    s = _as_scores(scores, "scores")
+    lab = _as_labels(labels, s.size)
+    out: dict[str, Any] = dict(summarize(s[lab], s[~lab], p_target))
+    out["eer_ci95"] = list(bootstrap_eer(s, lab, spk_a, spk_b, n_boot=n_boot, seed=seed))
+    ci = None
+    if n_boot_dcf > 0:
+        ci = bootstrap_dcf(s, lab, spk_a, spk_b, p_target, llr=llr, n_boot=n_boot_dcf, seed=seed)
+        out["min_dcf_ci95"] = list(ci["min_dcf"])
+    if llr is not None:
+        calibrated = _as_scores(llr, "llr")
+        if calibrated.shape != s.shape:
+            raise ValueError(f"llr {calibrated.shape} must match scores {s.shape}")
+        out["act_dcf"] = act_dcf(calibrated[lab], calibrated[~lab], p_target)
+        if ci is not None:
+            out["act_dcf_ci95"] = list(ci["act_dcf"])
     return out
 
 

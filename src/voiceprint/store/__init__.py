@@ -13,7 +13,7 @@ on stored rows, ``errors.py`` the errors users see.
 
 from voiceprint.store.db import SpeakerDB, SpeakerInfo, open_store
 from voiceprint.store.errors import REENROLL_HOW, ModelMismatchError, UnknownSpeakerError
-from voiceprint.store.index import APPROXIMATE_FROM, SpeakerIndex, brute_force_identify
+from voiceprint.store.index import APPROXIMATE_FROM, SpeakerIndex
 from voiceprint.store.sql import SCHEMA_VERSION, display_location, is_postgres_url
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "SpeakerIndex",
     "SpeakerInfo",
     "UnknownSpeakerError",
-    "brute_force_identify",
     "display_location",
     "is_postgres_url",
     "open_store",

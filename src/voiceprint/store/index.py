@@ -18,14 +18,13 @@ exact index ranks exactly as a brute-force pass over every speaker does.
   and it removes rows in place, HNSW only marks them.
 
 Without faiss (it is the ``[scale]`` extra) the same interface runs on numpy, exact only.
-:func:`brute_force_identify` is the plain reference that tests and benchmarks hold it to.
+The plain reference it is held to is a test oracle (``tests/oracles.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -170,20 +169,6 @@ class SpeakerIndex:
         if self.kind == "numpy":
             return self._impl.nbytes()  # type: ignore[attr-defined]
         return int(faiss.serialize_index(self._impl).nbytes)
-
-
-def brute_force_identify(
-    enrolled: Iterable[tuple[str, np.ndarray]], embedding: np.ndarray, top: int = 5
-) -> list[tuple[str, float]]:
-    """Reference identification: a Python loop over (name, mean (D,)) pairs, cosine each."""
-    probe = np.asarray(embedding, dtype=np.float64)
-    probe = probe / np.linalg.norm(probe)
-    scored = []
-    for name, mean in enrolled:
-        mean = np.asarray(mean, dtype=np.float64)
-        scored.append((name, float(mean @ probe / np.linalg.norm(mean))))
-    scored.sort(key=lambda item: -item[1])
-    return scored[:top]
 
 
 def _train_ivf(rows: np.ndarray, nprobe: int | None) -> object:
