@@ -140,7 +140,11 @@ def run_set(
     rows = []
     for setting in sweep or []:
         trial = Diarizer(
-            diarizer.embedder, diarizer.db, method=setting["method"], stop_llr=setting["stop_llr"]
+            diarizer.embedder,
+            diarizer.db,
+            method=setting["method"],
+            stop_llr=setting["stop_llr"],
+            overlap_model=diarizer.overlap_model,
         )
         scored = [
             score_file(it.segments, trial.label(f).segments, f.file_id, enrolled)
@@ -199,6 +203,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=762)
     parser.add_argument("--sweep", action="store_true", help="also score clustering settings")
     parser.add_argument("--cache", help="keep each file's window embeddings and truth here")
+    parser.add_argument(
+        "--overlap-model", help="overlap detector weights (e.g. the packaged assets/overlap.npz)"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/diarization.md"))
     parser.add_argument("--picture", default=str(ROOT / "docs/img/diarization_timeline.png"))
     args = parser.parse_args()
@@ -219,7 +226,12 @@ def main() -> None:
     if "ami" in sets:
         name = "AMI dev excerpts"
         results[name], sweeps[name] = run_set(
-            ami_items(Path(args.ami)), Diarizer(embedder), set(), sweep, None, cache
+            ami_items(Path(args.ami)),
+            Diarizer(embedder, overlap_model=args.overlap_model),
+            set(),
+            sweep,
+            None,
+            cache,
         )
 
     enrolled: set[str] = set()
@@ -232,7 +244,7 @@ def main() -> None:
         db = SpeakerDB(":memory:", embedder.model_id, embedder.scorer)
         for s in sorted(enrolled):
             db.enroll(s, embedder.embed_files(held[s], progress=False))
-        diarizer = Diarizer(embedder, db)
+        diarizer = Diarizer(embedder, db, overlap_model=args.overlap_model)
         counts = parse_files(args.files)
         first = True
         for length in (int(v) for v in args.lengths.split(",")):

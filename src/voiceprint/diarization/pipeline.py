@@ -4,9 +4,10 @@
     result = diarizer(wave_or_path, num_speakers=None)      # Diarization
     result.write("out/")                                     # RTTM, JSON, timeline PNG
 
-Memory: the source is read twice in blocks (speech detection, then embedding), and what
-is kept between passes is small per second of audio (speech regions, one embedding per
-0.75 s, one label per 10 ms frame), so a one-hour file runs in bounded memory.
+Memory: the source is read in blocks, once per pass (speech detection, embedding, overlap
+detection), and what is kept between passes is small per second of audio (speech regions,
+one embedding per 0.75 s, one label and one overlap probability per 10 ms frame), so a
+one-hour file runs in bounded memory.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class Diarization:
 class WindowEmbeddings:
     """What stages 1-3 found in one recording: speech ``regions`` (R, 2) and ``windows``
     (W, 2) in samples at ``sample_rate``, window ``embeddings`` (W, D), the recording's
-    length ``num_samples`` and the seconds each stage took."""
+    length ``num_samples``, the seconds each stage took and, with an overlap detector,
+    ``overlap``: P(two voices at once) (T,) per 10 ms frame."""
 
     file_id: str
     sample_rate: int
@@ -108,6 +110,7 @@ class WindowEmbeddings:
     windows: np.ndarray
     embeddings: np.ndarray
     timings: dict[str, float]
+    overlap: np.ndarray | None = None
 
 
 class Diarizer:
@@ -117,6 +120,10 @@ class Diarizer:
     ``sample_rate``, ``min_samples``, ``scorer``, ``decision``). ``decision`` overrides
     the one naming uses (the model's at ``naming.NAMING_PRIOR``). Window and clustering
     settings default to the module constants (tuned on simulated so762 dev conversations).
+    ``overlap_model`` is the overlap detector's weights (None, the default: no overlap
+    detection; ``overlap.OVERLAP_MODEL`` is the packaged one, off by default: see there);
+    overlapped frames (P >= ``overlap_threshold`` in runs of ``overlap_min`` s) get the
+    nearest other speaker as a second speaker.
     """
 
     def __init__(
@@ -134,6 +141,9 @@ class Diarizer:
         min_cluster_windows: int = clustering.MIN_CLUSTER_WINDOWS,
         min_turn: float = refine.MIN_TURN_SECONDS,
         overlap_margin: float = overlap.CHANGE_OVERLAP_SECONDS,
+        overlap_model: str | Path | None = None,
+        overlap_threshold: float = overlap.OVERLAP_THRESHOLD,
+        overlap_min: float = overlap.OVERLAP_MIN_SECONDS,
     ) -> None:
         self.embedder = embedder
         self.db = db
@@ -149,6 +159,9 @@ class Diarizer:
         self.min_cluster_windows = min_cluster_windows
         self.min_turn = min_turn
         self.overlap_margin = overlap_margin
+        self.overlap_model = overlap_model
+        self.overlap_threshold = overlap_threshold
+        self.overlap_min = overlap_min
 
     def __call__(
         self,
@@ -188,7 +201,15 @@ class Diarizer:
         clock = time.perf_counter()
         emb = embed_windows(self.embedder, source, spans, progress=progress)
         timings = {"speech": speech_time, "embedding": time.perf_counter() - clock}
-        return WindowEmbeddings(file_id, rate, source.num_samples, regions, spans, emb, timings)
+        probs = None
+        if self.overlap_model is not None and len(spans):
+            clock = time.perf_counter()
+            frames = int(np.ceil(source.num_samples / (refine.FRAME_SECONDS * rate)))
+            probs = overlap.load_detector(str(self.overlap_model))(source, frames)
+            timings["overlap"] = time.perf_counter() - clock
+        return WindowEmbeddings(
+            file_id, rate, source.num_samples, regions, spans, emb, timings, probs
+        )
 
     def label(
         self,
@@ -225,6 +246,16 @@ class Diarizer:
         second = overlap.second_speaker(
             frames, int(round(self.overlap_margin / refine.FRAME_SECONDS))
         )
+        if found.overlap is not None:
+            step = refine.FRAME_SECONDS
+            mask = overlap.runs_at_least(
+                found.overlap[: len(frames)] >= self.overlap_threshold,
+                int(round(self.overlap_min / step)),
+            )
+            near = overlap.nearest_other(
+                frames, mask, int(round(overlap.NEAREST_MAX_SECONDS / step))
+            )
+            second = np.where(second >= 0, second, near)
         turns = refine.to_turns(frames) + refine.to_turns(second)
         segments = [
             Segment(
