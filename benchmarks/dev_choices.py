@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from voiceprint.data.protocol import pair_trials, select  # noqa: E402
 from voiceprint.data.trials import TrialSet  # noqa: E402
 from voiceprint.embedder import Embedder, find_checkpoint  # noqa: E402
 from voiceprint.scoring import Scorer  # noqa: E402
+from voiceprint.speech import SpeechPolicy  # noqa: E402
 
 VARIANTS = [  # (label, mean subtraction, AS-norm top)
     ("raw cosine", False, 0),
@@ -51,17 +53,22 @@ VARIANTS = [  # (label, mean subtraction, AS-norm top)
 ]
 
 
-def embed(embedder: Embedder, utts: list, cache: Path, progress: bool) -> np.ndarray:
-    """Embeddings of ``utts`` (cached in ``cache`` as .npy, keyed by the utterance list)."""
+def embed(
+    embedder: Embedder, utts: list, cache: Path, progress: bool, policy: SpeechPolicy
+) -> tuple[np.ndarray, list[str]]:
+    """Embeddings of ``utts`` (cached in ``cache`` as .npy, keyed by the utterance list),
+    and the clips embedded now in which ``policy`` found no speech (none from the cache)."""
     key = cache.with_suffix(".ids")
     ids = "\n".join(u.utt for u in utts)
     if cache.is_file() and key.is_file() and key.read_text() == ids:
-        return np.load(cache)
-    emb = embedder.embed_files([u.path for u in utts], progress=progress)
+        return np.load(cache), []
+    emb, _, no_speech = embedder.embed_files_measured(
+        [u.path for u in utts], progress=progress, policy=policy
+    )
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, emb)
     key.write_text(ids)
-    return emb
+    return emb, no_speech
 
 
 def score_pairs(scorer: Scorer, utts: list, emb: np.ndarray) -> dict:
@@ -93,22 +100,24 @@ def main() -> None:
     exp = Path(args.exp)
     embedder = Embedder.from_checkpoint(find_checkpoint(exp))
     config = embedder.config
-    embedder.vad = False
-    embedder.refuse_no_speech = False  # as evaluation: every trial scored, refusals listed
+    # as evaluation: every trial scored, refusals listed (untrimmed: trimming is a choice)
+    policy = SpeechPolicy(check=True, trim=False, refuse=False)
     cache = exp / "bench_dev_choices"
     data = exp / "data"
     train, heldout = read_kaldi_dir(data / "train"), read_kaldi_dir(data / "calibration")
     dev = read_kaldi_dir(data / "test")
     cvzh = select(scan_split(args.cvzh, "test"), 20, 10, config.data.seed + 1, "cv-zh test")
-    embedder.speech_check = False  # as release embeds the training clips
-    train_emb = embed(embedder, train, cache / "train.npy", progress)
-    embedder.speech_check = True
-    emb = {
-        "train": train_emb,
-        "heldout": embed(embedder, heldout, cache / "heldout.npy", progress),
-        "dev": embed(embedder, dev, cache / "dev.npy", progress),
-        "cvzh": embed(embedder, cvzh, cache / "cvzh.npy", progress),
-    }
+    unchecked = replace(policy, check=False)  # as release embeds the training clips
+    emb: dict[str, np.ndarray] = {}
+    no_speech: list[str] = []
+    for name, utts, chosen in (
+        ("train", train, unchecked),
+        ("heldout", heldout, policy),
+        ("dev", dev, policy),
+        ("cvzh", cvzh, policy),
+    ):
+        emb[name], found_none = embed(embedder, utts, cache / f"{name}.npy", progress, chosen)
+        no_speech += found_none
     heldout_by_utt = dict(zip([u.utt for u in heldout], emb["heldout"], strict=True))
     trial_set = enroll_style_trials(heldout, 1, list(config.data.corpora))
     rows = []
@@ -127,8 +136,10 @@ def main() -> None:
             }
         )
         logging.info("%s: dev EER %.2f%%", label, 100 * rows[-1]["dev"]["eer"])
-    embedder.vad = True
-    trimmed = embedder.embed_files([u.path for u in dev], progress=progress)
+    trimmed, _, missing = embedder.embed_files_measured(
+        [u.path for u in dev], progress=progress, policy=replace(policy, trim=True)
+    )
+    no_speech += missing
     vad_rows = {
         "untrimmed": score_pairs(Scorer(), dev, emb["dev"]),
         "trimmed (silero-vad)": score_pairs(Scorer(), dev, trimmed),
@@ -153,7 +164,7 @@ def main() -> None:
         "vad": vad_rows,
         "chosen": best,
         "references": references,
-        "no_speech": sorted(set(embedder.no_speech)),
+        "no_speech": sorted(set(no_speech)),
     }
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
 
@@ -176,7 +187,7 @@ def main() -> None:
         f"Chosen on dev: **{best['variant']}**.",
         "",
         f"Clips the speech check would refuse (embedded whole here): "
-        f"{', '.join(sorted(set(embedder.no_speech))) or 'none'}.",
+        f"{', '.join(sorted(set(no_speech))) or 'none'}.",
         "",
         "| VAD on the dev set (raw cosine) | EER % [95% CI] / minDCF |",
         "|---|---|",

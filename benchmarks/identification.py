@@ -64,13 +64,13 @@ def main() -> None:
     parser.add_argument("--fpir", type=float, default=0.01)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/identification"))
     args = parser.parse_args()
-    embedder = load_embedder(args.model)
-    embedder.refuse_no_speech = False  # as evaluation: every clip, refusals listed
+    # as evaluation: every clip, refusals listed
+    embedder = load_embedder(args.model).with_policy(refuse=False)
     scorer = embedder.scorer
     groups = by_speaker(read_kaldi_dir(args.data))
     speakers = sorted(groups)
     utts = [u for s in speakers for u in groups[s]]
-    emb = embedder.embed_files([u.path for u in utts])
+    emb, _, no_speech = embedder.embed_files_measured([u.path for u in utts])
     index = {u.utt: i for i, u in enumerate(utts)}
     models = np.stack(
         [
@@ -116,7 +116,7 @@ def main() -> None:
         f"{args.enroll} enrollment clips each, {len(probes)} probes)",
         "",
         f"Model {embedder.model_id} ({Path(args.model).name}), through its deployed scorer."
-        f" Clips the speech check would refuse, embedded whole: {len(set(embedder.no_speech))}.",
+        f" Clips the speech check would refuse, embedded whole: {len(set(no_speech))}.",
         "",
         f"| gallery | rank-1 % | FNIR % at FPIR {100 * args.fpir:g}% | deployed threshold (LLR)"
         " | deployed FPIR % | deployed FNIR % |",

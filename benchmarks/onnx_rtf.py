@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from voiceprint.config import ExperimentConfig
-from voiceprint.embedder import Embedder, OnnxEmbedder, SpeakerEncoder
+from voiceprint.embedder import Embedder, InferenceSpec, OnnxEmbedder, SpeakerEncoder
 from voiceprint.features import build_frontend
 from voiceprint.models import build_model
 from voiceprint.onnx_export import export_onnx
+from voiceprint.runners import TorchRunner
 
 
 def recipe_sized_ecapa() -> Embedder:
@@ -39,7 +40,7 @@ def recipe_sized_ecapa() -> Embedder:
     cfg.model.params = {"channels": 512}
     frontend = build_frontend(cfg.features)
     encoder = SpeakerEncoder(frontend, build_model(cfg.model, frontend.dim))
-    return Embedder(encoder, sample_rate=16000, model_id="benchmark", config=cfg)
+    return Embedder(TorchRunner(encoder), InferenceSpec(16000, "benchmark", config=cfg))
 
 
 def rtf(embedder: Embedder, waves: list[np.ndarray], sample_rate: int) -> float:

@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     sets = parse_sets(args.set) if args.set else dict(DEFAULT_SETS)
-    embedder = load_embedder(args.model)
-    embedder.refuse_no_speech = False  # score every trial, as evaluate does
+    # score every trial, as evaluate does
+    embedder = load_embedder(args.model).with_policy(refuse=False)
     if embedder.decision is None:
         raise SystemExit(f"{args.model} carries no decision: calibrate it first")
     threshold = embedder.decision.at_far(args.far).threshold

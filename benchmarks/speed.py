@@ -183,9 +183,9 @@ def torch_embedders(checkpoint: Path) -> dict[str, Any]:
 
     fp32 = load_embedder(checkpoint)
     bf16 = load_embedder(checkpoint)
-    if fp32.backend != "torch":
+    if fp32.runtime != "torch":
         raise SystemExit(f"speed benchmark: --checkpoint {checkpoint} is not a torch checkpoint")
-    bf16.encoder.model = _Autocast(bf16.encoder.model)
+    bf16.runner.encoder.model = _Autocast(bf16.runner.encoder.model)
     return {"fp32": fp32, "bf16": bf16}
 
 
@@ -193,11 +193,11 @@ def build_systems(
     args: argparse.Namespace, files: dict[str, Path], deployed: Path, torch_models: dict
 ) -> list[System]:
     """Every embedding path of the RTF table; references that do not import are logged."""
-    from voiceprint.embedder import OnnxEmbedder, load_embedder
+    from voiceprint.embedder import Embedder, load_embedder
 
     systems: list[System] = []
     for precision, path in files.items():
-        emb = OnnxEmbedder(path, threads=args.threads)
+        emb = Embedder.from_onnx(path, threads=args.threads)
         systems.append(
             System(
                 f"voiceprint onnxruntime {precision}",
@@ -217,14 +217,14 @@ def build_systems(
                 reference=None if precision == "fp32" else "voiceprint torch fp32",
             )
         )
-    emb = load_embedder(deployed, threads=args.threads)
-    emb.refuse_no_speech = False  # a clip the check finds no speech in is embedded whole
+    # a clip the check finds no speech in is embedded whole
+    emb = load_embedder(deployed, threads=args.threads).with_policy(refuse=False)
     systems.append(
         System(
             "voiceprint deployed embed() (VAD check + auto precision)",
             "voiceprint",
             lambda w, e=emb: e.embed(w, SAMPLE_RATE),
-            note=f"{Path(getattr(emb, 'path', deployed)).name}",
+            note=f"{Path(emb.runner.path or deployed).name}",
         )
     )
     try:
@@ -405,9 +405,9 @@ def eer_rows(
     for precision, emb in torch_models.items():
         log.info("dev EER: torch %s", precision)
         started = time.perf_counter()
-        emb.vad = emb.config.eval.vad
-        emb.refuse_no_speech = False  # as evaluate: score every trial
-        scores = score_test_set(emb, emb.scorer, test, progress=False).scores
+        # as evaluate: score every trial
+        as_evaluated = emb.with_policy(trim=emb.config.eval.vad, refuse=False)
+        scores = score_test_set(as_evaluated, emb.scorer, test, progress=False).scores
         res = metrics.summarize(scores[labels], scores[~labels], p_target=emb.config.eval.p_target)
         rows.append(
             {

@@ -31,10 +31,11 @@ import torch
 from voiceprint.artifact import load_checkpoint, save_checkpoint
 from voiceprint.audio import save
 from voiceprint.config import ExperimentConfig
-from voiceprint.embedder import Embedder, SpeakerEncoder
+from voiceprint.embedder import Embedder, InferenceSpec, SpeakerEncoder
 from voiceprint.features import build_frontend
 from voiceprint.losses import AMSoftmax
 from voiceprint.models import build_model
+from voiceprint.runners import TorchRunner
 from voiceprint.scoring import Decision
 from voiceprint.synth import make_voice, synthesize_utterance
 
@@ -124,9 +125,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
         save(paths[name], wave)
 
     # Measured threshold: the fake microphone plays alice2 from some point for ~2.5 s.
-    encoder = Embedder.from_checkpoint(checkpoint).encoder.eval()
+    encoder = Embedder.from_checkpoint(checkpoint).runner.encoder.eval()
     embedder = Embedder(
-        SpeakerEncoder(encoder.frontend, encoder.model), sample_rate=16000, model_id="measure"
+        TorchRunner(SpeakerEncoder(encoder.frontend, encoder.model)),
+        InferenceSpec(16000, "measure"),
     )
     enrolled = embedder.embed_batch([clips["alice1"]])[0]
     crops = [clips["alice2"][o : o + n] for o in (0, 8000, 16000) for n in (32000, 40000, 48000)]

@@ -258,10 +258,11 @@ def test_speech_is_found_trimmed_and_required(run, files, model, tmp_path) -> No
     padded = np.concatenate([silence, wave, silence])
     assert len(embedder.speech(padded, "padded")) == len(padded)  # checked, not trimmed
     alone, whole = embedder.embed(wave, 16_000), embedder.embed(padded, 16_000)
-    embedder.vad = True
-    kept = embedder.speech(padded, "padded")
+    trimming = embedder.with_policy(trim=True)  # as a model evaluated with vad
+    kept = trimming.speech(padded, "padded")
     assert abs(len(kept) - len(wave)) < 0.5 * 16_000
-    trimmed = embedder.embed(padded, 16_000)
+    trimmed = trimming.embed(padded, 16_000)
+    assert len(embedder.speech(padded, "padded")) == len(padded)  # the original: untouched
 
     def cosine(x: np.ndarray, y: np.ndarray) -> float:
         return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))

@@ -65,7 +65,7 @@ def test_default_int8_copy_stands_for_the_float32_model(monkeypatch: pytest.Monk
     if not copy.is_file():
         pytest.skip("no int8 copy ships beside the default model")
     fp32, int8 = OnnxEmbedder(path), OnnxEmbedder(copy)
-    assert int8.precision == "int8" and fp32.precision == "fp32"
+    assert int8.runner.precision == "int8" and fp32.runner.precision == "fp32"
     assert int8.model_id == fp32.model_id and int8.evaluation == fp32.evaluation
     assert copy_mismatch(path, copy) is None  # so auto may run it
     rng = np.random.default_rng(4)

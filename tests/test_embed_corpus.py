@@ -75,8 +75,7 @@ def test_two_processes_give_the_bytes_of_one(corpus: Path, tmp_path: Path) -> No
         f"chunk-{k:05d}.npy" for k in range(4)
     ]
     # each embedding is the model's own for that clip
-    embedder = load_embedder(onnx)
-    embedder.refuse_no_speech = False
+    embedder = load_embedder(onnx).with_policy(refuse=False)
     wav = corpus.parent / "spk1_2.wav"
     np.testing.assert_allclose(
         matrix[ids.index("spk1-u2")], embedder.embed_file(wav), rtol=0, atol=1e-5
@@ -90,13 +89,13 @@ def test_resume_recomputes_only_the_missing_chunk(corpus: Path, tmp_path: Path) 
     utts = read_kaldi_dir(corpus)
     embedder = load_embedder(onnx)
     calls: list[int] = []
-    original = embedder.embed_files
+    original = embedder.embed_files_measured
 
     def counting(paths, **kwargs):  # noqa: ANN001, ANN202 - a spy on the real method
         calls.append(len(paths))
         return original(paths, **kwargs)
 
-    embedder.embed_files = counting  # type: ignore[method-assign]
+    embedder.embed_files_measured = counting  # type: ignore[method-assign]
     out = tmp_path / "out"
     first = embed_corpus(embedder, utts, out, shard=Shard(), chunk_size=4, progress=False)
     assert calls == [4, 4, 2]

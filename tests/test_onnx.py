@@ -15,10 +15,17 @@ import torch
 
 from voiceprint.artifact import save_checkpoint
 from voiceprint.config import ExperimentConfig
-from voiceprint.embedder import Embedder, OnnxEmbedder, SpeakerEncoder, load_embedder
+from voiceprint.embedder import (
+    Embedder,
+    InferenceSpec,
+    OnnxEmbedder,
+    SpeakerEncoder,
+    load_embedder,
+)
 from voiceprint.features import build_frontend
 from voiceprint.models import build_model
 from voiceprint.onnx_export import export_onnx
+from voiceprint.runners import OnnxRunner, TorchRunner
 from voiceprint.scoring import Decision
 
 
@@ -91,11 +98,11 @@ def tiny_exported() -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def exported() -> tuple[Embedder, OnnxEmbedder, Path]:
+def exported() -> tuple[Embedder, Embedder, Path]:
     checkpoint, path = tiny_exported()
     torch_emb, onnx_emb = Embedder.from_checkpoint(checkpoint), OnnxEmbedder(path)
-    torch_emb.speech_check = onnx_emb.speech_check = False  # the waves here are noise
-    return torch_emb, onnx_emb, path
+    # the waves here are noise: no speech check
+    return torch_emb.with_policy(check=False), onnx_emb.with_policy(check=False), path
 
 
 def _waves(rng: np.random.Generator, lengths: list[int]) -> list[np.ndarray]:
@@ -136,7 +143,7 @@ def test_graph_has_dynamic_axes_and_metadata(exported) -> None:
 
 def test_onnx_embedder_carries_the_model_settings(exported, tmp_path: Path) -> None:
     torch_emb, onnx_emb, path = exported
-    assert onnx_emb.backend == "onnxruntime"
+    assert onnx_emb.runtime == "onnxruntime" and torch_emb.runtime == "torch"
     assert onnx_emb.model_id == torch_emb.model_id
     assert onnx_emb.embedding_dim == 32 and onnx_emb.sample_rate == 16000
     assert onnx_emb.decision == torch_emb.decision
@@ -155,9 +162,10 @@ def test_onnx_embedder_carries_the_model_settings(exported, tmp_path: Path) -> N
         torch_emb.embed_files(files, progress=False),
         atol=1e-4,
     )
-    assert isinstance(load_embedder(path), OnnxEmbedder)
-    assert isinstance(Embedder.from_onnx(path), OnnxEmbedder)
-    assert load_embedder(path.parent).backend == "torch"  # experiment folder -> checkpoint
+    assert isinstance(load_embedder(path).runner, OnnxRunner)
+    assert isinstance(Embedder.from_onnx(path).runner, OnnxRunner)
+    assert isinstance(load_embedder(path.parent).runner, TorchRunner)  # folder -> checkpoint
+    assert load_embedder(path.parent).runtime == "torch"
 
 
 def test_too_short_input_is_a_clear_error(exported) -> None:
@@ -242,7 +250,9 @@ class _ValueBranching(torch.nn.Module):
 def test_export_failure_names_the_code(tmp_path: Path) -> None:
     cfg = tiny_config()
     frontend = build_frontend(cfg.features)
-    toy = Embedder(SpeakerEncoder(frontend, _ValueBranching()), sample_rate=16000, model_id="toy")
+    toy = Embedder(
+        TorchRunner(SpeakerEncoder(frontend, _ValueBranching())), InferenceSpec(16000, "toy")
+    )
     with pytest.raises(ValueError, match="cannot export model toy to ONNX") as info:
         export_onnx(toy, tmp_path / "toy.onnx")
     assert "test_onnx.py, line" in str(info.value)

@@ -248,7 +248,7 @@ def test_export_writes_an_int8_copy_calibrated_on_training_clips(
     assert "int8, calibrated on 8 training clip(s)" in printed
     assert float(printed.split("cosine to float32 >= ")[1].split()[0]) >= 0.98
     fp32, int8 = OnnxEmbedder(out), OnnxEmbedder(tmp_path / "model.int8.onnx")
-    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    assert (fp32.runner.precision, int8.runner.precision) == ("fp32", "int8")
     assert int8.model_id == fp32.model_id
     assert int8.scorer.backend.identity() == fp32.scorer.backend.identity()
     paths = [u.path for u in read_kaldi_dir(trained / "data" / "test")][:6]

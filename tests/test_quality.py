@@ -207,7 +207,9 @@ def test_cli_says_not_enough_speech_with_the_seconds(
 
 def test_python_api_judges_with_the_store_seconds(floored_model, clips, tmp_path) -> None:
     embedder = Embedder.from_checkpoint(floored_model)
-    emb, seconds = embedder.embed_files_measured([clips["long1"], clips["short"]], progress=False)
+    emb, seconds, _ = embedder.embed_files_measured(
+        [clips["long1"], clips["short"]], progress=False
+    )
     assert seconds[0] > 2.0 > seconds[1] > 0.0
     with SpeakerDB(tmp_path / "s.db", embedder.model_id, embedder.scorer) as db:
         db.enroll("ann", emb[:1], speech_seconds=seconds[:1])
@@ -296,7 +298,7 @@ def test_model_files_from_before_score_as_they_did(kind: str) -> None:
     embedder = load_embedder(folder / f"model.{kind}")
     assert embedder.model_id == expected["model_id"]
     clips = [folder / f"clip{i}.flac" for i in range(3)]
-    vectors, seconds = embedder.embed_files_measured(clips, progress=False)
+    vectors, seconds, _ = embedder.embed_files_measured(clips, progress=False)
     scorer = embedder.scorer
     for (a, b), score, llr in zip(
         [(0, 1), (0, 2), (1, 2)], expected["scores"], expected["llr"], strict=True
@@ -317,7 +319,7 @@ def test_wav_upload_measures_speech(floored_model, clips) -> None:
     embedder = Embedder.from_checkpoint(floored_model)
     wave, rate = sf.read(io.BytesIO(clips["short"].read_bytes()), dtype="float32")
     _, seconds = embedder.embed_measured(wave, rate, "short")
-    _, by_path = embedder.embed_files_measured([clips["short"]], progress=False)
+    by_path = embedder.embed_files_measured([clips["short"]], progress=False).seconds
     assert seconds == pytest.approx(float(by_path[0]))
 
 

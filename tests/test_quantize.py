@@ -22,6 +22,7 @@ from voiceprint.quantize import (  # noqa: E402
     int8_pays_off,
     quantize_model,
 )
+from voiceprint.runners import OnnxRunner  # noqa: E402
 from voiceprint.scoring import verification  # noqa: E402
 from voiceprint.synth import make_voice, synthesize_utterance  # noqa: E402
 
@@ -59,7 +60,7 @@ def test_int8_embeddings_agree_with_float32(quantized: tuple[Path, Path]) -> Non
 
 def test_int8_copy_keeps_the_metadata(quantized: tuple[Path, Path]) -> None:
     fp32, int8 = (OnnxEmbedder(p) for p in quantized)
-    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    assert (fp32.runner.precision, int8.runner.precision) == ("fp32", "int8")
     assert int8.model_id == fp32.model_id
     assert int8.decision.threshold == pytest.approx(fp32.decision.threshold)
     assert quantized[1].name == "tiny.int8.onnx"
@@ -72,7 +73,7 @@ def test_precision_choice(quantized: tuple[Path, Path], monkeypatch: pytest.Monk
     assert choose_precision(model, "int8") == copy
     monkeypatch.setattr("voiceprint.quantize.int8_pays_off", lambda: True)
     assert choose_precision(model, "auto") == copy
-    assert load_embedder(model).precision == "int8"
+    assert load_embedder(model).runner.precision == "int8"
     monkeypatch.setenv("VOICEPRINT_PRECISION", "fp32")  # the exact path on demand
     assert choose_precision(model, "auto") == model
     monkeypatch.setattr("voiceprint.quantize.int8_pays_off", lambda: False)
@@ -120,21 +121,21 @@ def test_a_foreign_int8_sibling_is_passed_over(
     monkeypatch.setattr("voiceprint.quantize.int8_pays_off", lambda: True)  # as on VNNI
     with caplog.at_level(logging.WARNING, logger="voiceprint.quantize"):
         embedder = load_embedder(model)
-    assert (embedder.path, embedder.precision) == (model, "fp32")
+    assert (embedder.runner.path, embedder.runner.precision) == (model, "fp32")
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and foreign.name in warned[0] and reason in warned[0]
     with pytest.raises(ValueError, match=f"not an int8 copy of .*{reason}"):
         choose_precision(model, "int8")  # asked for by name: refused, not swapped
     # the genuine copy beside the same model still runs
     shutil.copy(quantized[1], foreign)
-    assert load_embedder(model).precision == "int8"
+    assert load_embedder(model).runner.precision == "int8"
 
 
 def test_metadata_is_read_without_loading_the_graph(
     quantized: tuple[Path, Path], tmp_path: Path
 ) -> None:
     for path in quantized:
-        assert read_onnx_metadata(path) == OnnxEmbedder(path).metadata
+        assert read_onnx_metadata(path) == OnnxRunner(path).metadata
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"RIFF not a model at all")
     with pytest.raises(ValueError, match="junk.onnx is not a well-formed ONNX model"):

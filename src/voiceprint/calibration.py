@@ -188,12 +188,9 @@ def fit_training_stats(
     the back-end needs them)."""
     if not (ecfg.mean_subtract or ecfg.lda_dim > 0 or ecfg.asnorm_top > 0):
         return Backend()
-    checking = embedder.speech_check
-    embedder.speech_check = False  # the trainer's own clips; the check would not change them
-    try:
-        emb = embedder.embed_files([u.path for u in train], progress=progress)
-    finally:
-        embedder.speech_check = checking
+    # the trainer's own clips; the check would not change them
+    unchecked = replace(embedder.policy, check=False)
+    emb = embedder.embed_files([u.path for u in train], progress=progress, policy=unchecked)
     return training_stats(emb, [u.speaker for u in train], ecfg, seed)
 
 
@@ -289,7 +286,7 @@ def embed_measured_by_utt(
     embedder: Embedder, utts: Sequence[Utterance], progress: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each clip's embedding (D,) and net speech (s), by utterance id."""
-    emb, seconds = embedder.embed_files_measured([u.path for u in utts], progress=progress)
+    emb, seconds, _ = embedder.embed_files_measured([u.path for u in utts], progress=progress)
     return (
         {u.utt: emb[i] for i, u in enumerate(utts)},
         {u.utt: float(seconds[i]) for i, u in enumerate(utts)},

@@ -5,90 +5,97 @@
     matrix = emb.embed_files(paths)       # (N, D) float32, batched, with a progress bar
 
     emb = load_embedder("model.onnx")     # checkpoint, experiment folder or ONNX file
+    done = emb.embed_files_measured(paths, policy=SpeechPolicy(refuse=False))
+    done.embeddings, done.seconds, done.no_speech
 
-Features are rebuilt from the checkpoint's own settings, so training, evaluation and
-serving compute them the same way. The model's scorer (``embedder.scorer``: back-end,
-calibration, decision) comes from the same file. An ONNX file (``voiceprint export``)
-holds front-end and encoder in one graph and runs on onnxruntime (:class:`OnnxEmbedder`)
-without importing torch: this module, the scorer, the VAD and audio loading need only
-numpy, soundfile, soxr and onnxruntime; torch is imported when a checkpoint is loaded.
+One :class:`Embedder` for every model, composed of a runner (:mod:`voiceprint.runners`:
+``TorchRunner`` for a checkpoint, ``OnnxRunner`` for an ONNX file; ``embedder.runtime``
+says which), the model's :class:`InferenceSpec` (sample rate, model id, crop, trimming,
+config), its scorer (``embedder.scorer``: back-end, calibration, decision) and a default
+:class:`~voiceprint.speech.SpeechPolicy` that any call may replace. Features are rebuilt
+from the checkpoint's own settings, so training, evaluation and serving compute them the
+same way. An ONNX file (``voiceprint export``) holds front-end and encoder in one graph
+and runs on onnxruntime without importing torch: this module, the scorer, the VAD and
+audio loading need only numpy, soundfile, soxr and onnxruntime; torch is imported when a
+checkpoint is loaded.
 """
 
 from __future__ import annotations
 
-import logging
+import copy
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
 from voiceprint import audio
-from voiceprint.artifact import backend_of, load_checkpoint, parse_onnx_metadata
+from voiceprint.artifact import backend_of, load_checkpoint
 from voiceprint.config import ExperimentConfig, from_dict
-from voiceprint.scoring import Backend, Decision, Scorer
-
-if TYPE_CHECKING:
-    from voiceprint.encoder import SpeakerEncoder
-
-log = logging.getLogger(__name__)
-
-# Speech probability above which silero-vad counts a frame as speech, for the check and
-# for trimming. Its own default (0.5) finds no speech in some real dev clips (children,
-# quiet voices: so762 SO0044_000440032 peaks below 0.35); 0.15 still finds none in
-# silence or in white noise up to -26 dBFS.
-VAD_THRESHOLD = 0.15
-
-# Less net speech than this draws a ShortSpeechWarning: embeddings of shorter speech are
-# much less reliable (the models train on 2-3 s crops).
-MIN_SPEECH_SECONDS = 1.0
+from voiceprint.runners import OnnxRunner, Runner, TorchRunner
+from voiceprint.scoring import Decision, Scorer
+from voiceprint.speech import Speech, SpeechPolicy, find_speech
 
 # Waves longer than this are embedded as windows of this length whose embeddings are
 # averaged (weighted by duration), so memory stays bounded for hour-long recordings.
 WINDOW_SECONDS = 30.0
 
 
-class Embedder:
-    """Waveforms in, embeddings out, for one trained model (torch backend)."""
+@dataclass(frozen=True)
+class InferenceSpec:
+    """What a model file says about running it, besides its weights and its scorer.
 
-    backend = "torch"
+    ``max_seconds``: embed at most this much of a wave (0: all of it). ``vad``: the model
+    was evaluated with VAD trimming, so its embedders trim by default. ``config``: the
+    recipe it was trained with (None for a file without one); ``evaluation``: the dev-set
+    summary recorded with the model, or None.
+    """
+
+    sample_rate: int
+    model_id: str
+    max_seconds: float = 0.0
+    vad: bool = False
+    config: ExperimentConfig | None = None
+    evaluation: dict[str, Any] | None = None
+
+
+class EmbeddedFiles(NamedTuple):
+    """:meth:`Embedder.embed_files_measured`: (N, D) embeddings, each file's net speech
+    (N,) in seconds, and the files (as given, in order) in which no speech was found and
+    that were embedded whole because the policy refused none."""
+
+    embeddings: np.ndarray
+    seconds: np.ndarray
+    no_speech: list[str]
+
+
+class Embedder:
+    """Waveforms in, embeddings out, for one trained model: a runner (torch or
+    onnxruntime), the model's inference spec, its scorer and a default speech policy.
+
+    ``policy`` defaults to checking for speech, refusing input without any, and trimming
+    where the model was evaluated so (``spec.vad``). Pass another one to a call, or take
+    :meth:`with_policy`: a copy that shares the runner. Nothing a call does changes the
+    embedder, so one embedder serves callers with different policies.
+    """
 
     def __init__(
         self,
-        encoder: SpeakerEncoder,
-        *,
-        sample_rate: int,
-        model_id: str,
-        backend: Backend | None = None,
-        config: ExperimentConfig | None = None,
-        max_seconds: float = 0.0,
-        device: str = "cpu",
-        evaluation: dict[str, Any] | None = None,
-        vad: bool = False,
+        runner: Runner,
+        spec: InferenceSpec,
+        scorer: Scorer | None = None,
+        policy: SpeechPolicy | None = None,
     ) -> None:
-        from voiceprint.encoder import min_samples_of
-
-        self.encoder = encoder.to(device).eval()
-        self.sample_rate = sample_rate
-        self.model_id = model_id
-        self.scorer = Scorer(backend)
-        self.config = config
-        self.max_seconds = max_seconds
-        self.device = device
-        self.min_samples = min_samples_of(encoder)
-        self.evaluation = evaluation
-        self.vad = vad
-        self.no_speech: list[str] = []
-
-    @property
-    def decision(self) -> Decision | None:
-        """The model's default decision (on the scorer's LLR), or None."""
-        return self.scorer.decision
+        self.runner = runner
+        self.spec = spec
+        self.scorer = scorer if scorer is not None else Scorer()
+        self.policy = policy if policy is not None else SpeechPolicy(trim=spec.vad)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Embedder:
-        """Rebuild front-end and encoder from a checkpoint alone."""
+        """Rebuild front-end and encoder from a checkpoint alone (torch)."""
         from voiceprint.encoder import SpeakerEncoder
         from voiceprint.features import build_frontend
         from voiceprint.models import build_model
@@ -101,93 +108,120 @@ class Embedder:
         backend = backend_of(payload)
         if backend.decision is None and payload.get("decision"):  # models before the scorer
             backend.decision = Decision.from_dict(payload["decision"])
-        return cls(
-            SpeakerEncoder(frontend, model),
+        spec = InferenceSpec(
             sample_rate=config.features.sample_rate,
             model_id=payload["model_id"],
-            backend=backend,
-            config=config,
             max_seconds=config.eval.max_seconds,
-            device=device,
-            evaluation=payload.get("evaluation"),
             vad=config.eval.vad,
+            config=config,
+            evaluation=payload.get("evaluation"),
         )
+        return cls(TorchRunner(SpeakerEncoder(frontend, model), device), spec, Scorer(backend))
 
     @classmethod
-    def from_onnx(cls, path: str | Path, threads: int = 2) -> OnnxEmbedder:
-        """An onnxruntime embedder for a file written by ``voiceprint export``."""
-        return OnnxEmbedder(path, threads=threads)
+    def from_onnx(cls, path: str | Path, threads: int = 2) -> Embedder:
+        """An onnxruntime embedder for a file written by ``voiceprint export``: model id,
+        sample rate, scorer and limits come from the file's validated metadata."""
+        runner = OnnxRunner(path, threads=threads)
+        info = runner.settings
+        spec = InferenceSpec(
+            sample_rate=info["sample_rate"],
+            model_id=info["model_id"],
+            max_seconds=info["max_seconds"],
+            vad=info["vad"],
+            config=from_dict(info["config"]) if info["config"] else None,
+            evaluation=info["evaluation"],
+        )
+        return cls(runner, spec, Scorer(info["backend"]))
+
+    def with_policy(self, policy: SpeechPolicy | None = None, **changes: bool) -> Embedder:
+        """A copy that shares runner, spec and scorer and holds ``policy`` (default: this
+        embedder's) with ``changes`` (``check``, ``trim``, ``refuse``) applied."""
+        twin = copy.copy(self)
+        twin.policy = replace(self.policy if policy is None else policy, **changes)
+        return twin
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model: "torch" or "onnxruntime" (the back-end is the scorer's)."""
+        return self.runner.runtime
+
+    @property
+    def decision(self) -> Decision | None:
+        """The model's default decision (on the scorer's LLR), or None."""
+        return self.scorer.decision
+
+    @property
+    def sample_rate(self) -> int:
+        return self.spec.sample_rate
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    @property
+    def max_seconds(self) -> float:
+        return self.spec.max_seconds
+
+    @property
+    def config(self) -> ExperimentConfig | None:
+        return self.spec.config
+
+    @property
+    def evaluation(self) -> dict[str, Any] | None:
+        return self.spec.evaluation
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.encoder.model.embedding_dim)
+        return self.runner.embedding_dim
+
+    @property
+    def min_samples(self) -> int:
+        return self.runner.min_samples
 
     def _crop(self, wave: np.ndarray) -> np.ndarray:
         if self.max_seconds > 0:
             return wave[: int(self.max_seconds * self.sample_rate)]
         return wave
 
-    def speech(self, wave: np.ndarray, name: str = "waveform") -> np.ndarray:
+    def speech(
+        self, wave: np.ndarray, name: str = "waveform", *, policy: SpeechPolicy | None = None
+    ) -> np.ndarray:
         """The part of a 16 kHz wave (N,) that the model embeds (see :meth:`measured`)."""
-        return self.measured(wave, name)[0]
+        return self.measured(wave, name, policy=policy)[0]
 
-    def measured(self, wave: np.ndarray, name: str = "waveform") -> tuple[np.ndarray, float]:
+    def measured(
+        self, wave: np.ndarray, name: str = "waveform", *, policy: SpeechPolicy | None = None
+    ) -> tuple[np.ndarray, float]:
         """The part of a 16 kHz wave (N,) that the model embeds, and its net speech (s).
 
-        Speech activity detection (:mod:`voiceprint.vad`) always checks the input: no
-        speech raises :class:`vad.NoSpeechError` naming ``name`` (or, where clips without
-        speech are not refused, embeds the wave whole with 0 s of speech), less net speech
-        than ``MIN_SPEECH_SECONDS`` (or the model's minimum) warns. When the model was
-        evaluated with trimming (``vad``), the non-speech parts are cut out; otherwise the
-        wave is embedded whole. Then the ``max_seconds`` crop applies. Without the speech
-        check the net speech is the wave's duration.
+        The speech policy (``policy``, default :attr:`policy`;
+        :func:`voiceprint.speech.find_speech`) checks the input: no speech raises
+        :class:`vad.NoSpeechError` naming ``name`` (or, where clips without speech are
+        not refused, embeds the wave whole with 0 s of speech), less net speech than
+        ``MIN_SPEECH_SECONDS`` (or the model's minimum) warns; with trimming, the
+        non-speech parts are cut out. Then the ``max_seconds`` crop applies. Without the
+        speech check the net speech is the wave's duration.
         """
-        from voiceprint import vad
+        found = self._speech(wave, name, policy)
+        return found.wave, found.seconds
 
-        wave = np.asarray(wave, dtype=np.float32)
-        seconds = len(wave) / self.sample_rate
-        if self.speech_check or self.vad:
-            minimum = max(self.min_samples / self.sample_rate, MIN_SPEECH_SECONDS)
-            try:
-                found = vad.checked_speech(
-                    wave,
-                    self.sample_rate,
-                    name=name,
-                    min_speech_seconds=minimum,
-                    threshold=VAD_THRESHOLD,
-                )
-            except vad.NoSpeechError as err:
-                if self.refuse_no_speech:
-                    raise
-                log.warning("%s: embedded whole", err)
-                self.no_speech.append(name)
-                return self._crop(wave), 0.0
-            seconds = found.speech_seconds
-            if self.vad:
-                wave = vad.join_regions(wave, found)
-        return self._crop(wave), seconds
-
-    # Every inference path checks for speech (tests on synthetic tones may switch it off)
-    # and refuses input without any. Evaluation embeds such clips whole instead, so that
-    # it scores every trial of a protocol, and lists them in ``no_speech``.
-    speech_check = True
-    refuse_no_speech = True
-
-    def _run(self, batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Zero-padded waves (B, N) float32 + valid samples (B,) int64 -> (B, D) float32."""
-        import torch
-
-        with torch.inference_mode():
-            wave = torch.from_numpy(batch).to(self.device)
-            out = self.encoder(wave, torch.from_numpy(lengths).to(self.device))
-            return out.float().cpu().numpy()
+    def _speech(self, wave: np.ndarray, name: str, policy: SpeechPolicy | None) -> Speech:
+        found = find_speech(
+            wave,
+            self.sample_rate,
+            self.policy if policy is None else policy,
+            name=name,
+            min_samples=self.min_samples,
+        )
+        return replace(found, wave=self._crop(found.wave))
 
     def _run_padded(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         lengths = np.array([len(w) for w in waves], dtype=np.int64)
         batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
         for i, w in enumerate(waves):
             batch[i, : len(w)] = w
-        return self._run(batch, lengths)
+        return self.runner.run(batch, lengths)
 
     def embed_batch(
         self,
@@ -238,21 +272,33 @@ class Embedder:
         out /= np.bincount(owners, weights=weights, minlength=len(waves))[:, None]
         return out.astype(np.float32)
 
-    def embed(self, wave: np.ndarray, sr: int, name: str = "waveform") -> np.ndarray:
+    def embed(
+        self,
+        wave: np.ndarray,
+        sr: int,
+        name: str = "waveform",
+        *,
+        policy: SpeechPolicy | None = None,
+    ) -> np.ndarray:
         """One waveform (N,) or (N, C) at rate ``sr`` -> embedding (D,)."""
-        return self.embed_measured(wave, sr, name)[0]
+        return self.embed_measured(wave, sr, name, policy=policy)[0]
 
     def embed_measured(
-        self, wave: np.ndarray, sr: int, name: str = "waveform"
+        self,
+        wave: np.ndarray,
+        sr: int,
+        name: str = "waveform",
+        *,
+        policy: SpeechPolicy | None = None,
     ) -> tuple[np.ndarray, float]:
         """One waveform (N,) or (N, C) at rate ``sr`` -> (embedding (D,), net speech s)."""
         wave = audio.prepare(wave, sr, self.sample_rate)
-        kept, seconds = self.measured(wave, name)
+        kept, seconds = self.measured(wave, name, policy=policy)
         return self.embed_batch([kept], [name])[0], seconds
 
-    def embed_file(self, path: str | Path) -> np.ndarray:
+    def embed_file(self, path: str | Path, *, policy: SpeechPolicy | None = None) -> np.ndarray:
         """One audio file -> embedding (D,); AudioError names the file on bad input."""
-        return self.embed_files([path], progress=False)[0]
+        return self.embed_files([path], progress=False, policy=policy)[0]
 
     def embed_files(
         self,
@@ -261,14 +307,16 @@ class Embedder:
         batch_seconds: float = 120.0,
         progress: bool = True,
         loader: Any = None,
+        policy: SpeechPolicy | None = None,
     ) -> np.ndarray:
         """Many files -> (N, D), batched by total duration, in input order.
 
-        ``loader(path) -> wave`` replaces :func:`audio.load` (e.g. a decoded-audio cache).
+        ``loader(path) -> wave`` replaces :func:`audio.load` (e.g. a decoded-audio cache);
+        ``policy`` replaces the embedder's speech policy for this call.
         """
         return self.embed_files_measured(
-            paths, batch_seconds=batch_seconds, progress=progress, loader=loader
-        )[0]
+            paths, batch_seconds=batch_seconds, progress=progress, loader=loader, policy=policy
+        ).embeddings
 
     def embed_files_measured(
         self,
@@ -277,17 +325,23 @@ class Embedder:
         batch_seconds: float = 120.0,
         progress: bool = True,
         loader: Any = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`embed_files` and each file's net speech: ((N, D), (N,) seconds)."""
+        policy: SpeechPolicy | None = None,
+    ) -> EmbeddedFiles:
+        """:meth:`embed_files`, each file's net speech, and the files without speech
+        (embedded whole where ``policy`` refuses none): an :class:`EmbeddedFiles`."""
         load = loader or (lambda p: audio.load(p, self.sample_rate))
         out = np.zeros((len(paths), self.embedding_dim), dtype=np.float32)
         speech_seconds = np.zeros(len(paths))
+        no_speech: list[str] = []
         batch: list[np.ndarray] = []
         index: list[int] = []
         budget = batch_seconds * self.sample_rate
         window = WINDOW_SECONDS * self.sample_rate
         for i, path in enumerate(tqdm(paths, desc="embedding", unit="utt", disable=not progress)):
-            wave, speech_seconds[i] = self.measured(load(path), str(path))
+            found = self._speech(load(path), str(path), policy)
+            wave, speech_seconds[i] = found.wave, found.seconds
+            if not found.speech:
+                no_speech.append(str(path))
             longest = max(min(len(wave), window), *(min(len(b), window) for b in batch), 0)
             if batch and (len(batch) + 1) * longest > budget:
                 out[index] = self.embed_batch(batch, [str(paths[j]) for j in index], batch_seconds)
@@ -296,65 +350,13 @@ class Embedder:
             index.append(i)
         if batch:
             out[index] = self.embed_batch(batch, [str(paths[j]) for j in index], batch_seconds)
-        return out, speech_seconds
+        return EmbeddedFiles(out, speech_seconds, no_speech)
 
 
-class OnnxEmbedder(Embedder):
-    """The same API on onnxruntime, for a file written by :func:`onnx_export.export_onnx`.
-
-    The graph takes ``wave`` (B, N) float32 and ``lengths`` (B,) int64 and returns
-    ``embedding`` (B, D); model id, sample rate, scorer (back-end, calibration, decision)
-    and limits come from the file's validated metadata (all of it in ``metadata``;
-    ``evaluation`` holds the dev-set summary recorded with the model, or None).
-    ``threads`` sets onnxruntime's intra-op threads.
-    """
-
-    backend = "onnxruntime"
-
-    def __init__(self, path: str | Path, threads: int = 2) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as err:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "running an .onnx model needs onnxruntime, a core dependency of voiceprint: "
-                "pip install onnxruntime"
-            ) from err
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model {path} does not exist")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
-            raise ValueError(f"{path} is not a usable ONNX model: {err}") from err
-        info = parse_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, path)
-        self.path = path
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.precision = self.metadata.get("voiceprint.precision", "fp32")
-        self.evaluation = info["evaluation"]
-        self.encoder = None  # type: ignore[assignment]
-        self.sample_rate = info["sample_rate"]
-        self.model_id = info["model_id"]
-        self.scorer = Scorer(info["backend"])
-        self.config = from_dict(info["config"]) if info["config"] else None
-        self.max_seconds = info["max_seconds"]
-        self.device = "cpu"
-        self.min_samples = info["min_samples"]
-        self.vad = info["vad"]
-        self.no_speech = []
-        self._embedding_dim = info["embedding_dim"]
-
-    @property
-    def embedding_dim(self) -> int:
-        return self._embedding_dim
-
-    def _run(self, batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        out = self.session.run(["embedding"], {"wave": batch, "lengths": lengths})[0]
-        return np.asarray(out, dtype=np.float32)
+def OnnxEmbedder(path: str | Path, threads: int = 2) -> Embedder:
+    """An :class:`Embedder` on onnxruntime for a file written by ``voiceprint export``
+    (the name of the former subclass; :meth:`Embedder.from_onnx` is the same)."""
+    return Embedder.from_onnx(path, threads=threads)
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -392,7 +394,7 @@ def load_embedder(
     if path.suffix.lower() == ".onnx":
         from voiceprint.quantize import choose_precision
 
-        return OnnxEmbedder(choose_precision(path, precision), threads=threads)
+        return Embedder.from_onnx(choose_precision(path, precision), threads=threads)
     return Embedder.from_checkpoint(path, device=device)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +111,14 @@ SUMMARY_KEYS = (
 @dataclass
 class ScoredTrials:
     """A test set scored through a scorer: (n,) scores, plain-cosine ``raw`` scores of the
-    same embeddings, and the net speech (s) of each trial's enrollment and test side."""
+    same embeddings, the net speech (s) of each trial's enrollment and test side, and the
+    clips in which no speech was found (embedded whole where the policy refuses none)."""
 
     scores: np.ndarray
     raw: np.ndarray
     enroll_seconds: np.ndarray
     test_seconds: np.ndarray
+    no_speech: list[str] = field(default_factory=list)
 
 
 def score_test_set(
@@ -127,7 +129,9 @@ def score_test_set(
     A speaker of enroll trials is modelled as ``verify`` models it
     (:meth:`Scorer.speaker_model` of its enrollment clips; its speech is theirs summed).
     """
-    emb, speech = embedder.embed_files_measured([u.path for u in test.utts], progress=progress)
+    emb, speech, no_speech = embedder.embed_files_measured(
+        [u.path for u in test.utts], progress=progress
+    )
     index = {u.utt: i for i, u in enumerate(test.utts)}
     pairs = test.pairs()
     out = []
@@ -137,7 +141,7 @@ def score_test_set(
             units[spk] = s.speaker_model(emb[[index[i] for i in ids]])
         out.append(s.score_trials(units, pairs))
     seconds = {u.utt: float(speech[i]) for i, u in enumerate(test.utts)}
-    return ScoredTrials(out[0], out[1], *test.side_seconds(seconds))
+    return ScoredTrials(out[0], out[1], *test.side_seconds(seconds), no_speech)
 
 
 def operating_points(
@@ -234,8 +238,8 @@ def evaluate(
         if not text.startswith("eval."):
             raise ValueError(f"evaluate takes eval.* overrides only, got {text!r}")
     apply_overrides(config, overrides or [])
-    embedder.vad = config.eval.vad
-    embedder.refuse_no_speech = False  # score every trial; report what a user gets refused
+    # score every trial; report what a user gets refused
+    embedder = embedder.with_policy(trim=config.eval.vad, refuse=False)
     kind = trials or config.eval.trials
     if kind not in ("pairs", "enroll"):
         raise ValueError(f"unknown trial list {kind!r}; valid: pairs, enroll")
@@ -296,13 +300,13 @@ def evaluate(
             "checkpoint": None if checkpoint is None else str(checkpoint),
             "model_id": embedder.model_id,
             # the file that ran (an ONNX model's int8 copy where load_embedder chose it)
-            "model_file": str(getattr(embedder, "path", model)),
-            "precision": getattr(embedder, "precision", "fp32"),
+            "model_file": str(embedder.runner.path or model),
+            "precision": embedder.runner.precision,
             "test_folder": str(test.folder),
             "backend": describe(scorer),
-            "vad": embedder.vad,
+            "vad": embedder.policy.trim,
             # clips the deployed speech check would refuse (embedded whole here)
-            "no_speech": sorted(set(embedder.no_speech)),
+            "no_speech": sorted(set(scored.no_speech)),
             "raw_cosine": metrics.summarize(raw[labels], raw[~labels], p_target),
         }
     )

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +131,16 @@ def _chunk_done(parts: Path, k: int, ids: list[str], dim: int) -> bool:
 
 
 def _embed_chunk(embedder: Embedder, chunk: list[Utterance], batch_seconds: float) -> tuple:
+    """(N, D) embeddings of a chunk, and the ids of its clips without speech (embedded
+    whole, not refused: every clip is embedded; info.json lists those a user gets refused)."""
     names = {str(u.path): u.utt for u in chunk}
-    embedder.no_speech = []
-    matrix = embedder.embed_files(
-        [u.path for u in chunk], batch_seconds=batch_seconds, progress=False
+    matrix, _, found_none = embedder.embed_files_measured(
+        [u.path for u in chunk],
+        batch_seconds=batch_seconds,
+        progress=False,
+        policy=replace(embedder.policy, refuse=False),
     )
-    no_speech = sorted({names.get(n, n) for n in embedder.no_speech})
+    no_speech = sorted({names.get(n, n) for n in found_none})
     return np.ascontiguousarray(matrix, dtype=np.float32), no_speech
 
 
@@ -194,7 +198,6 @@ def embed_corpus(
         raise ValueError(f"chunk size must be at least 1, got {chunk_size}")
     ordered = sorted_utterances(utts)
     embedder = model if isinstance(model, Embedder) else load_embedder(model, threads=threads)
-    embedder.refuse_no_speech = False  # embed every clip; list those a user would get refused
     out = Path(out).expanduser()
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)

@@ -33,13 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from voiceprint.artifact import onnx_metadata
-from voiceprint.embedder import (
-    Embedder,
-    OnnxEmbedder,
-    find_checkpoint,
-    load_embedder,
-)
+from voiceprint.embedder import Embedder, find_checkpoint, load_embedder
 from voiceprint.encoder import SpeakerEncoder
+from voiceprint.runners import OnnxRunner, TorchRunner
 
 EXPORT_FORMAT = 1
 
@@ -123,7 +119,7 @@ def _metadata(embedder: Embedder, evaluation: dict | None) -> dict[str, str]:
         embedding_dim=embedder.embedding_dim,
         min_samples=embedder.min_samples,
         max_seconds=embedder.max_seconds,
-        vad=embedder.vad,
+        vad=embedder.spec.vad,
         config=embedder.config.to_dict() if embedder.config else None,
         backend=embedder.scorer.backend,
         evaluation=evaluation,
@@ -159,9 +155,10 @@ def export_onnx(
         embedder = load_embedder(path)
         evaluation = evaluation_of(path, embedder.model_id)
     evaluation = embedder.evaluation or evaluation
-    if embedder.backend != "torch":
+    runner = embedder.runner
+    if not isinstance(runner, TorchRunner):
         raise ValueError("export needs a torch checkpoint, not an ONNX model")
-    module = ExportableEncoder(embedder.encoder.cpu()).eval()
+    module = ExportableEncoder(runner.encoder.cpu()).eval()
     sr = embedder.sample_rate
     shortest = max(embedder.min_samples, 1)
     example_n = max(2 * sr, 2 * shortest)
@@ -221,8 +218,8 @@ def _export_failure(err: BaseException) -> str:
 
 
 def _check(embedder: Embedder, path: Path, wave: np.ndarray, lengths: np.ndarray) -> None:
-    expected = embedder._run(wave, lengths)
-    got = OnnxEmbedder(path)._run(wave, lengths)
+    expected = embedder.runner.run(wave, lengths)
+    got = OnnxRunner(path).run(wave, lengths)
     diff = float(np.max(np.abs(expected - got)))
     if not diff <= 1e-3:
         raise ValueError(f"exported {path} differs from torch by {diff:.2e} (limit 1e-3)")

@@ -120,9 +120,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         out = export_onnx(source, args.out, opset=args.opset)
     except ImportError as err:
         raise ValueError(str(err)) from err
-    from voiceprint.embedder import OnnxEmbedder
-
-    exported = OnnxEmbedder(out)
+    exported = Embedder.from_onnx(out)
     threshold = "none" if exported.decision is None else f"{exported.decision.threshold:.3f}"
     evaluated = exported.evaluation
     eer = "" if not evaluated or "eer" not in evaluated else f", EER {100 * evaluated['eer']:.2f}%"
@@ -141,7 +139,6 @@ def _export_int8(args: argparse.Namespace, out: Path, exported: Embedder) -> Non
     import numpy as np
 
     from voiceprint import audio
-    from voiceprint.embedder import OnnxEmbedder
     from voiceprint.quantize import int8_path, quantize_model
 
     utts = labelled_recordings(args.int8_data, args.int8_root, ["train"])
@@ -151,7 +148,7 @@ def _export_int8(args: argparse.Namespace, out: Path, exported: Embedder) -> Non
     copy = quantize_model(out, int8_path(out), waves, sample_rate=exported.sample_rate)
     check = waves[: min(16, len(waves))]
     a = exported.embed_batch(check)
-    b = OnnxEmbedder(copy).embed_batch(check)
+    b = Embedder.from_onnx(copy).embed_batch(check)
     cos = verification(a, b)
     print(
         f"wrote {copy} ({copy.stat().st_size / 2**20:.1f} MB): int8, calibrated on "
@@ -201,7 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     access = f"{len(keys)} API key(s)" if keys else "no API keys (open)"
     print(
-        f"serving model {embedder.model_id} ({embedder.backend}) on http://{args.host}:{args.port}/"
+        f"serving model {embedder.model_id} ({embedder.runtime}) on http://{args.host}:{args.port}/"
         f"  store {db_label(args.db)}  {access}  rate limit {args.rate_limit}  audit log {audit}",
         file=sys.stderr,
     )

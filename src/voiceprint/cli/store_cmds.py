@@ -27,7 +27,7 @@ from voiceprint.cli.common import (
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     embedder = load_model(args.model)
-    embeddings, seconds = embedder.embed_files_measured(
+    embeddings, seconds, _ = embedder.embed_files_measured(
         args.files, progress=show_progress() and len(args.files) > 1
     )
     with open_store(embedder, args.db) as db:
@@ -44,7 +44,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     embedder = load_model(args.model)
     decision = choose_decision(embedder, args.threshold, args.far, args.p_target)
-    probes, seconds = embedder.embed_files_measured([args.file], progress=False)
+    probes, seconds, _ = embedder.embed_files_measured([args.file], progress=False)
     with open_store(embedder, args.db) as db:
         match = db.verify(args.name, probes[0], float(seconds[0]))
         enrolled = db.speech_seconds([args.name])[0]
@@ -60,7 +60,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_identify(args: argparse.Namespace) -> int:
     embedder = load_model(args.model)
     decision = choose_decision(embedder, args.threshold, args.far, args.p_target)
-    probes, seconds = embedder.embed_files_measured([args.file], progress=False)
+    probes, seconds, _ = embedder.embed_files_measured([args.file], progress=False)
     probe_seconds = float(seconds[0])
     with open_store(embedder, args.db) as db:
         ranked = db.identify(probes[0], top=args.top, speech_seconds=probe_seconds)
@@ -93,7 +93,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     embedder = load_model(args.model)
     decision = choose_decision(embedder, args.threshold, args.far, args.p_target)
-    (first, second), seconds = embedder.embed_files_measured(
+    (first, second), seconds, _ = embedder.embed_files_measured(
         [args.first, args.second], progress=False
     )
     scorer = embedder.scorer

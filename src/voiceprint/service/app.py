@@ -7,7 +7,7 @@
 Endpoints (audio travels as multipart file uploads, any format audio.decode_bytes reads;
 the role is the key an endpoint needs when keys are configured, admin keys may do all):
 
-    GET    /health                     model id, backend, threshold, number of speakers (O(1))
+    GET    /health                     model id, runtime, threshold, number of speakers (O(1))
     POST   /v1/embed           client  file                  -> embedding
     POST   /v1/compare         client  first, second         -> score, llr, decision
     POST   /v1/enroll          admin   name, file (1 or more) -> count
@@ -235,11 +235,11 @@ def create_app(
 
     @app.get("/health", response_model=Health, tags=["service"])
     def health() -> dict[str, Any]:
-        """Liveness and what the service runs: model, backend, threshold, speaker count."""
+        """Liveness and what the service runs: model, runtime, threshold, speaker count."""
         return {
             "status": "ok",
             "model_id": embedder.model_id,
-            "backend": embedder.backend,
+            "backend": embedder.runtime,  # "torch" / "onnxruntime" (the field keeps its name)
             "sample_rate": embedder.sample_rate,
             "embedding_dim": embedder.embedding_dim,
             "threshold": None if decision is None else decision.threshold,

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 class Health(BaseModel):
     status: str
     model_id: str
-    backend: str
+    backend: str  # the runtime, "torch" or "onnxruntime" (the name is kept)
     sample_rate: int
     embedding_dim: int
     threshold: float | None
