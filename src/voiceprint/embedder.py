@@ -27,6 +27,7 @@ from tqdm import tqdm
 from voiceprint import audio
 from voiceprint.artifact import backend_of, load_checkpoint, parse_onnx_metadata
 from voiceprint.config import ExperimentConfig, from_dict
+from voiceprint.experiment import find_checkpoint
 from voiceprint.scoring import Backend, Decision, Scorer
 
 if TYPE_CHECKING:
@@ -355,25 +356,6 @@ class OnnxEmbedder(Embedder):
     def _run(self, batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         out = self.session.run(["embedding"], {"wave": batch, "lengths": lengths})[0]
         return np.asarray(out, dtype=np.float32)
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or the one ``*_checkpoint.pth`` in an experiment folder.
-
-    Clear errors for a path that does not exist and for a folder with none or several.
-    """
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"experiment {path} does not exist")
-    found = sorted(path.glob("*_checkpoint.pth")) or sorted(path.glob("*.pth"))
-    if not found:
-        raise FileNotFoundError(f"no *_checkpoint.pth in experiment folder {path}")
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise ValueError(f"several checkpoints in {path} ({names}): pass one of them")
-    return found[0]
 
 
 def load_embedder(

@@ -33,13 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from voiceprint.artifact import onnx_metadata
-from voiceprint.embedder import (
-    Embedder,
-    OnnxEmbedder,
-    find_checkpoint,
-    load_embedder,
-)
+from voiceprint.embedder import Embedder, OnnxEmbedder, load_embedder
 from voiceprint.encoder import SpeakerEncoder
+from voiceprint.experiment import find_checkpoint
 
 EXPORT_FORMAT = 1
 
