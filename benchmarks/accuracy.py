@@ -78,19 +78,14 @@ from voiceprint.data.corpus import (  # noqa: E402
     CorpusError,
     Utterance,
     by_speaker,
-    find_wav_root,
-    read_kaldi_dir,
-    scan_split,
     write_kaldi_dir,
 )
 from voiceprint.data.dataset import load_waves, speaker_labels  # noqa: E402
-from voiceprint.data.protocol import (  # noqa: E402
-    enroll_trials,
-    prepare,
-    prepare_test,
-    write_trials,
-)
+from voiceprint.data.layouts import open_corpus  # noqa: E402
+from voiceprint.data.protocol import prepare_test  # noqa: E402
+from voiceprint.data.trials import enroll_trials, write_trials  # noqa: E402
 from voiceprint.evaluation import write_scores  # noqa: E402
+from voiceprint.experiment import Experiment  # noqa: E402
 from voiceprint.scoring import ScoreCalibration  # noqa: E402
 
 log = logging.getLogger("accuracy")
@@ -392,7 +387,8 @@ def run_recipe(ctx: Context, config_path: Path) -> SystemScores:
     from voiceprint.training.trainer import train
 
     config = load_config(config_path, [])
-    checkpoint = config.out_dir / config.checkpoint_name
+    experiment = Experiment(config)
+    checkpoint = experiment.checkpoint
     total = config.train.epochs + config.train.finetune_epochs
     done = int(load_checkpoint(checkpoint)["epoch"]) if checkpoint.is_file() else 0
     if ctx.args.retrain or done < total:
@@ -404,7 +400,8 @@ def run_recipe(ctx: Context, config_path: Path) -> SystemScores:
             done,
             total,
         )
-        train(config, prepare(config, progress=ctx.progress), resume=resume, progress=ctx.progress)
+        prepared = experiment.prepare(progress=ctx.progress)
+        train(config, prepared, resume=resume, progress=ctx.progress)
     payload = load_checkpoint(checkpoint)
     minutes = sum(float(h["seconds"]) for h in payload["history"]) / 60.0
     result = run_model_file(ctx, checkpoint, minutes)
@@ -746,10 +743,8 @@ def parse_sets(texts: list[str]) -> dict[str, Path]:
         sets[name] = Path(root).expanduser()
     sets = sets or dict(DEFAULT_SETS)
     for name, root in sets.items():
-        if is_kaldi_set(root):
-            continue
         try:
-            find_wav_root(root)
+            open_corpus(root, progress=False)
         except CorpusError as err:
             raise SystemExit(
                 f"accuracy benchmark: set {name}: {err}. The default sets need "
@@ -859,18 +854,19 @@ def build_context(args: argparse.Namespace) -> Context:
     for name, root in args.sets.items():
         folder = root if is_kaldi_set(root) else Path(args.work) / "data" / name
         if not is_kaldi_set(root):
-            prepare_test(scan_split(root, "test"), data, folder)
+            prepare_test(open_corpus(root, progress=not args.quiet).test(), data, folder)
         trials = load_trial_set(folder, "pairs")
         waves = [audio.load(u.path, 16000) for u in trials.utts]
         sets.append(EvalSet(name, root.resolve(), folder, trials, waves))
     config = load_config(args.train_config, [])
-    prepared = prepare(config, progress=not args.quiet)
-    if not prepared.calibration_dir.is_dir():
+    experiment = Experiment(config)
+    prepared = experiment.prepare(progress=not args.quiet)
+    if not experiment.calibration_dir.is_dir():
         raise SystemExit(
             f"accuracy benchmark: {args.train_config} holds out no speakers "
             "(data.heldout_share): the references would have nothing to calibrate on"
         )
-    return Context(args, sets, config, prepared.train, read_kaldi_dir(prepared.calibration_dir))
+    return Context(args, sets, config, prepared.train, prepared.heldout)
 
 
 def protocol_summary(ctx: Context) -> dict[str, Any]:

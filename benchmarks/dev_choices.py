@@ -38,9 +38,10 @@ from voiceprint.calibration import (  # noqa: E402
 )
 from voiceprint.config import EvalConfig  # noqa: E402
 from voiceprint.data.corpus import read_kaldi_dir, scan_split  # noqa: E402
-from voiceprint.data.protocol import pair_trials, select  # noqa: E402
-from voiceprint.data.trials import TrialSet  # noqa: E402
-from voiceprint.embedder import Embedder, find_checkpoint  # noqa: E402
+from voiceprint.data.protocol import select  # noqa: E402
+from voiceprint.data.trials import TrialSet, pair_trials  # noqa: E402
+from voiceprint.embedder import Embedder  # noqa: E402
+from voiceprint.experiment import find_checkpoint  # noqa: E402
 from voiceprint.scoring import Scorer  # noqa: E402
 from voiceprint.speech import SpeechPolicy  # noqa: E402
 

@@ -83,14 +83,14 @@ def run_child(args: list[str], every: float = 0.05) -> dict:
 def child(config_path: str, overrides: list[str], train_dir: str, epochs: int) -> None:
     """One training run in this process; prints seconds per epoch as JSON."""
     from voiceprint.config import load_config
-    from voiceprint.data.protocol import Prepared
+    from voiceprint.experiment import Experiment, Prepared
     from voiceprint.training.trainer import train
 
     config = load_config(config_path or None, overrides)
     train(config, Prepared(Path(train_dir), Path(train_dir)), progress=False)
     from voiceprint.artifact import load_checkpoint
 
-    history = load_checkpoint(config.out_dir / config.checkpoint_name)["history"]
+    history = load_checkpoint(Experiment(config).checkpoint)["history"]
     print(
         json.dumps(
             {
@@ -165,12 +165,12 @@ def memory_rows(args: argparse.Namespace, work: Path) -> list[dict]:
 
 def cvzh_rows(args: argparse.Namespace, work: Path) -> list[dict]:
     from voiceprint.config import load_config
-    from voiceprint.data.protocol import prepare
     from voiceprint.data.shards import write_shards
+    from voiceprint.experiment import Experiment
 
     base = [f"data.root={args.cvzh}", f"exp_dir={work / 'exp'}", "train.threads=2", *args.set]
     config = load_config(args.config, [*base, "name=cvzh_lists"])
-    prepared = prepare(config, progress=False)
+    prepared = Experiment(config).prepare(progress=False)
     shards = work / "shards_cvzh"
     clock = time.perf_counter()
     index = write_shards(prepared.train, shards, progress=False)

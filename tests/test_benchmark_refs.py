@@ -27,7 +27,7 @@ from benchmarks.references.resemblyzer_ref import import_resemblyzer
 from benchmarks.references.speechbrain_ref import SBRecipe, learning_rate
 from voiceprint import metrics
 from voiceprint.data.corpus import Utterance, write_kaldi_dir
-from voiceprint.data.protocol import pair_trials, write_trials
+from voiceprint.data.trials import pair_trials, write_trials
 from voiceprint.features import MFCC
 from voiceprint.synth import make_voice, synthesize_utterance
 

@@ -1,8 +1,10 @@
+import warnings
 from pathlib import Path
 
 import pytest
 
 from voiceprint.config import ConfigError, ExperimentConfig, load_config, save_config
+from voiceprint.experiment import Experiment
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -12,7 +14,7 @@ def test_defaults_and_overrides() -> None:
     assert config.train.epochs == 3
     assert config.data.root == "/x/data_aishell"
     assert config.loss.margin == pytest.approx(0.3)
-    assert config.checkpoint_name == "xvector_gap_softmax_checkpoint.pth"
+    assert Experiment(config).checkpoint_name == "xvector_gap_softmax_checkpoint.pth"
 
 
 def test_exponent_without_a_dot_is_a_number() -> None:
@@ -70,3 +72,31 @@ def test_shipped_configs_load(path: Path) -> None:
     config = load_config(path)
     assert isinstance(config, ExperimentConfig)
     assert config.name == path.stem
+
+
+def test_data_sample_rate_of_earlier_versions_maps_onto_the_one_rate(tmp_path: Path) -> None:
+    """features.sample_rate is the one sample rate; data.sample_rate (earlier versions)
+    still loads where it agrees, and is an error naming both where it does not."""
+    from voiceprint.config import from_dict
+
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("data:\n  sample_rate: 16000\n  seed: 7\n")
+    with pytest.warns(DeprecationWarning, match="data.sample_rate is deprecated"):
+        config = load_config(recipe)
+    assert config.features.sample_rate == 16000 and config.data.seed == 7
+    assert not hasattr(config.data, "sample_rate")
+    recipe.write_text("data:\n  sample_rate: 8000\nfeatures:\n  sample_rate: 8000\n")
+    with pytest.warns(DeprecationWarning):
+        assert load_config(recipe).features.sample_rate == 8000
+    recipe.write_text("data:\n  sample_rate: 8000\n")
+    with pytest.raises(ConfigError, match="data.sample_rate=8000 disagrees with features"):
+        load_config(recipe)
+    with pytest.raises(ConfigError, match="disagrees"):
+        load_config(None, ["data.sample_rate=8000"])
+
+    # a model file's config (written by an earlier version) loads without a warning
+    embedded = ExperimentConfig().to_dict()
+    embedded["data"]["sample_rate"] = 16000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert from_dict(embedded).to_dict() == ExperimentConfig().to_dict()

@@ -25,7 +25,8 @@ from voiceprint.cli import main
 from voiceprint.config import load_config
 from voiceprint.data import aishell, fetch, official
 from voiceprint.data.corpus import CorpusError, read_kaldi_dir, scan_split
-from voiceprint.data.protocol import read_trials
+from voiceprint.data.trials import read_trials
+from voiceprint.experiment import Experiment
 from voiceprint.synth import make_voice, synthesize_utterance
 
 SR = 16000
@@ -137,7 +138,7 @@ def test_distributed_aishell_prepares_the_lab_protocol(
     assert (wav / "train" / "S0002" / "BAC009S0002W0121.wav").is_file()
     assert (downloads / "resource_aishell" / "speaker.info").is_file()
 
-    out = load_config(None, [f"exp_dir={exp_dir}"]).out_dir / "data"
+    out = Experiment(load_config(None, [f"exp_dir={exp_dir}"])).data_dir
     train, test = read_kaldi_dir(out / "train"), read_kaldi_dir(out / "test")
     train_speakers = {u.speaker for u in train}
     assert len(train_speakers) == 300 and len(train) == 3000  # the lab: 300 x 10
@@ -446,7 +447,7 @@ def test_voxceleb1_official_trials(tmp_path: Path, capsys: pytest.CaptureFixture
     exp_dir = tmp_path / "exp"
     args = ["prepare", "--root", str(root), f"exp_dir={exp_dir}", "data.train_utts=0", "--quiet"]
     assert main(args) == 0
-    data = load_config(None, [f"exp_dir={exp_dir}"]).out_dir / "data"
+    data = Experiment(load_config(None, [f"exp_dir={exp_dir}"])).data_dir
     assert {u.speaker for u in read_kaldi_dir(data / "train")} == {"id10001"}
     assert read_trials(data / "test" / "trials") == trials
 
@@ -647,3 +648,57 @@ def test_ark_offsets_are_refused_by_name(tmp_path: Path) -> None:
     folder = kaldi_folder(tmp_path, {"u1": "/data/raw_wav.1.ark:1234"})
     with pytest.raises(CorpusError, match=r"utterance u1 is an ark offset \(/data/raw_wav\.1\.ark"):
         read_kaldi_dir(folder)
+
+
+# -- one way in: open_corpus decides the layout ----------------------------------------------
+
+
+def test_open_corpus_decides_every_layout(tmp_path: Path) -> None:
+    from voiceprint.config import DataConfig
+    from voiceprint.data.layouts import open_corpus
+
+    # AISHELL-1 as distributed: unpacked first, then read as the AISHELL layout
+    ids = small_aishell(tmp_path / "downloads")
+    corpus = open_corpus(tmp_path / "downloads", progress=False)
+    assert (corpus.layout, corpus.root.name) == ("aishell", "data_aishell")
+    assert corpus.splits() == ["train", "dev", "test"] and not corpus.official
+    assert {u.speaker for u in corpus.train()} == set(ids["train"])
+    assert {u.speaker for u in corpus.test()} == set(ids["test"])
+    assert len(corpus.recordings()) == 3 * 2 + 1 * 2 + 2 * 2
+    assert len(corpus.recordings(["dev"])) == 2
+    with pytest.raises(CorpusError, match="has no wav/eval/ folder"):
+        corpus.recordings(["eval"])
+    assert open_corpus(corpus.root).root == corpus.root  # the unpacked tree reads the same
+
+    # a Kaldi folder (found by its wav.scp), commands included; its own trial list if any
+    kaldi = kaldi_folder(tmp_path / "kaldi", {"u1": "sox a.wav -t wav - |", "u2": "b.wav"})
+    corpus = open_corpus(kaldi)
+    assert corpus.layout == "kaldi" and corpus.trials_file is None
+    assert [u.utt for u in corpus.train()] == [u.utt for u in corpus.test()] == ["u1", "u2"]
+    (kaldi / "trials").write_text("u1 u2 nontarget\n")
+    assert open_corpus(kaldi).trials_file == kaldi / "trials"
+    with pytest.raises(CorpusError, match="has no wav.scp"):
+        open_corpus(tmp_path / "none", layout="kaldi").train()
+
+    # VoxCeleb1 and CN-Celeb: their training part, their official list for the test part
+    make_voxceleb1(tmp_path / "vox1")
+    corpus = open_corpus(tmp_path / "vox1")
+    assert corpus.layout == "voxceleb1" and corpus.official
+    assert {u.speaker for u in corpus.train()} == {"id10001"}
+    with pytest.raises(CorpusError, match="official trial list"):
+        corpus.test()
+    make_cnceleb(tmp_path / "cn" / "CN-Celeb_flac")
+    corpus = open_corpus(tmp_path / "cn")
+    assert corpus.layout == "cnceleb" and len(corpus.train()) == 4
+    folder = corpus.write_official_test(tmp_path / "cn_eval")
+    assert len(read_trials(folder / "trials")) == 2 * 4  # 2 enrolled x 4 test files
+
+    # no root: the synthetic corpus; a root that is nothing known: named
+    data = DataConfig(cache_dir=str(tmp_path / "cache"), synthetic_speakers=2, synthetic_utts=2)
+    corpus = open_corpus(None, data=data, progress=False)
+    assert corpus.layout == "synthetic" and len({u.speaker for u in corpus.train()}) == 2
+    with pytest.raises(CorpusError, match="does not exist"):
+        open_corpus(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="AISHELL-1 layout expected"):
+        open_corpus(tmp_path / "empty")

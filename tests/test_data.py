@@ -18,14 +18,9 @@ from voiceprint.data.corpus import (
     write_kaldi_dir,
 )
 from voiceprint.data.dataset import CropBatches, random_crop, speaker_labels
-from voiceprint.data.protocol import (
-    enroll_trials,
-    pair_trials,
-    prepare,
-    read_trials,
-    select,
-    write_trials,
-)
+from voiceprint.data.protocol import select
+from voiceprint.data.trials import enroll_trials, pair_trials, read_trials, write_trials
+from voiceprint.experiment import Experiment
 
 
 def fake_utts(n_spk: int, n_utt: int) -> list[Utterance]:
@@ -135,7 +130,7 @@ def test_prepare_writes_lists(synthetic_root: Path, tmp_path: Path) -> None:
             "data.test_utts=4",
         ],
     )
-    prepared = prepare(config, progress=False)
+    prepared = Experiment(config).prepare(progress=False)
     assert len({u.speaker for u in prepared.train}) == 8
     test = prepared.test
     assert len(test) == 12
@@ -193,3 +188,18 @@ def test_select_per_corpus_keeps_every_speaker_of_a_named_corpus() -> None:
     assert len({u.speaker for u in three if u.speaker.startswith("b-")}) == 4
     with pytest.raises(CorpusError, match="names c, not one of data.corpora"):
         select_per_corpus(utts, {"c": 1}, 0, 0, seed=1, corpora=["a", "b"])
+
+
+def test_the_lists_follow_the_data_seed_not_the_training_seed(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """data.seed draws the protocol; the top-level seed (training) leaves it alone."""
+
+    def lists(*extra: str) -> list[str]:
+        base = [f"data.root={synthetic_root}", "data.train_speakers=4", "data.test_speakers=3"]
+        config = load_config(None, [*base, f"exp_dir={tmp_path / '_'.join(extra)}", *extra])
+        prepared = Experiment(config).prepare(progress=False)
+        return [u.utt for u in prepared.train + prepared.test]
+
+    assert lists("seed=1") == lists("seed=2")
+    assert lists("data.seed=1") != lists("data.seed=2")

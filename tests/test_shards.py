@@ -21,8 +21,8 @@ from voiceprint.config import AugmentConfig
 from voiceprint.data import shards as shard_module
 from voiceprint.data.corpus import CorpusError, Utterance, scan_split
 from voiceprint.data.dataset import SPEED_FACTORS, CropBatches, load_waves, speaker_labels
-from voiceprint.data.protocol import prepare
 from voiceprint.data.shards import ShardBatches, read_index, slot_shards, write_shards
+from voiceprint.experiment import Experiment
 from voiceprint.training.trainer import train
 
 pytest.importorskip("webdataset")
@@ -219,7 +219,7 @@ def test_training_from_shards_with_two_workers_learns_like_the_folder(
         if mode == "shards":
             extra += [f"data.shards={tmp_path / 'shards'}", "train.workers=2"]
         config = tiny_config(synthetic_root, tmp_path / mode, *extra)
-        prepared = prepare(config, progress=False)
+        prepared = Experiment(config).prepare(progress=False)
         if mode == "shards":
             write_shards(prepared.train, tmp_path / "shards", shard_size=8, progress=False)
         state = load_checkpoint(train(config, prepared, progress=False))

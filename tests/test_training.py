@@ -12,7 +12,7 @@ import torch
 
 from voiceprint.artifact import load_checkpoint
 from voiceprint.config import ExperimentConfig, TrainConfig, load_config
-from voiceprint.data.protocol import prepare
+from voiceprint.experiment import Experiment
 from voiceprint.training.trainer import average_states, learning_rate, margin_at, train
 
 TINY = [
@@ -76,7 +76,7 @@ def test_average_states() -> None:
 
 def test_train_learns_and_resumes(synthetic_root: Path, tmp_path: Path) -> None:
     config = tiny_config(synthetic_root, tmp_path, "train.epochs=6", "train.average_last=2")
-    prepared = prepare(config, progress=False)
+    prepared = Experiment(config).prepare(progress=False)
     path = train(config, prepared, progress=False)
     assert path.name == "xvector_gap_softmax_checkpoint.pth"
     state = load_checkpoint(path)
@@ -241,7 +241,7 @@ def test_resume_equals_an_uninterrupted_run(
 
     def run(exp: Path, kill_at: int | None = None) -> dict:
         config = tiny_config(synthetic_root, exp, "train.epochs=3", *AUGMENTED, *streamed)
-        prepared = prepare(config, progress=False)
+        prepared = Experiment(config).prepare(progress=False)
         if kill_at is not None:
             real = trainer.Trainer._epoch
 
@@ -254,11 +254,11 @@ def test_resume_equals_an_uninterrupted_run(
                 patch.setattr(trainer.Trainer, "_epoch", epoch_or_kill)
                 with pytest.raises(KilledError):
                     train(config, prepared, progress=False)
-            assert load_checkpoint(exp / config.name / config.checkpoint_name)["epoch"] == 2
+            assert load_checkpoint(Experiment(config).checkpoint)["epoch"] == 2
             train(config, prepared, resume=True, progress=False)
         else:
             train(config, prepared, progress=False)
-        return load_checkpoint(exp / config.name / config.checkpoint_name)
+        return load_checkpoint(Experiment(config).checkpoint)
 
     whole = run(tmp_path / "whole")
     resumed = run(tmp_path / "resumed", kill_at=2)
@@ -273,7 +273,8 @@ def test_resume_equals_an_uninterrupted_run(
 
 
 def test_each_rank_draws_its_own_augmentation() -> None:
-    from voiceprint.training.trainer import TrainingGraph, stream_seed
+    from voiceprint.data.dataset import stream_seed
+    from voiceprint.training.trainer import TrainingGraph
 
     config = load_config(None, [*TINY, *AUGMENTED, "augment.noise_prob=1.0"])
     waves = 0.1 * torch.randn(4, 16000, generator=torch.Generator().manual_seed(0))
@@ -313,15 +314,13 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(
 
 
 def test_train_notices_changed_data_settings(synthetic_root: Path, tmp_path: Path) -> None:
-    from voiceprint.data.protocol import prepared_lists
-
     config = tiny_config(synthetic_root, tmp_path, "data.train_utts=4")
-    assert prepared_lists(config)[0] is None
-    prepare(config, progress=False)
-    reused, reason = prepared_lists(config)
+    assert Experiment(config).prepared()[0] is None
+    Experiment(config).prepare(progress=False)
+    reused, reason = Experiment(config).prepared()
     assert reused is not None and reason == ""
     changed = tiny_config(synthetic_root, tmp_path, "data.train_utts=5")
-    again, reason = prepared_lists(changed)
+    again, reason = Experiment(changed).prepared()
     assert again is None and "data.train_utts: 4 -> 5" in reason
 
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from voiceprint.data.corpus import Utterance, write_kaldi_dir
-from voiceprint.data.protocol import enroll_trials, pair_trials, write_trials
-from voiceprint.data.trials import TrialSet
+from voiceprint.data.trials import TrialSet, enroll_trials, pair_trials, write_trials
 
 
 def _utts(speakers: int, per: int, corpus: str = "") -> list[Utterance]:

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from voiceprint import metrics
-from voiceprint.data.protocol import Trial
-from voiceprint.data.trials import TrialSet
+from voiceprint.data.trials import Trial, TrialSet
 from voiceprint.scoring import Scorer
 
 __all__ = [

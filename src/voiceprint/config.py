@@ -11,6 +11,7 @@ import dataclasses
 import math
 import types
 import typing
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,10 @@ class DataConfig:
     test_speakers: int = 20
     test_utts: int = 10
     enroll_utts: int = 1  # first k test utterances of each speaker enroll it
+    # THE data seed: which speakers and utterances the protocol draws (train, test,
+    # held-out) and the synthetic corpus. Apart from the top-level ``seed`` (training) so
+    # that the prepared lists of every recipe stay what they were.
     seed: int = 1234
-    sample_rate: int = 16000
     cache_dir: str = "exp/.cache"  # decoded 16 kHz audio, shared by experiments
     synthetic_speakers: int = 40  # used when root and kaldi_dir are both unset
     synthetic_utts: int = 12
@@ -64,7 +67,7 @@ class FeatureConfig:
     """Front-end settings; they travel inside every checkpoint."""
 
     kind: str = "mfcc"  # mfcc | fbank
-    sample_rate: int = 16000
+    sample_rate: int = 16000  # THE sample rate: of the model's input, shards, joined audio
     n_fft: int = 512
     win_ms: float = 25.0
     hop_ms: float = 10.0
@@ -178,7 +181,9 @@ class ExperimentConfig:
     """One recipe: data, front-end, model, loss, augmentation, training and evaluation."""
 
     name: str = "xvector_gap_softmax"
-    exp_dir: str = "exp"
+    exp_dir: str = "exp"  # the run lives in exp_dir/name (voiceprint.experiment.Experiment)
+    # THE training seed: weights, batches, augmentation, bootstrap, cohort draws. What the
+    # protocol selects is drawn with data.seed instead (see DataConfig.seed).
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -187,16 +192,6 @@ class ExperimentConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-    @property
-    def out_dir(self) -> Path:
-        """``exp/<name>``: everything a run produces lives here."""
-        return Path(self.exp_dir) / self.name
-
-    @property
-    def checkpoint_name(self) -> str:
-        """``<model>_<pooling>_<loss>_checkpoint.pth``, e.g. xvector_gap_softmax_checkpoint.pth."""
-        return f"{self.model.name}_{self.model.pooling}_{self.loss.name}_checkpoint.pth"
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
@@ -296,10 +291,54 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
 
 
-def from_dict(values: dict[str, Any]) -> ExperimentConfig:
-    """Build a config from a (possibly partial) nested mapping."""
+# Keys of earlier versions that are still read: old key -> the key that now holds the
+# one value. An old key that agrees with the new one is dropped (with a DeprecationWarning
+# for recipes and overrides, silently for the config a model file carries); one that
+# disagrees is an error naming both.
+LEGACY_KEYS = {"data.sample_rate": "features.sample_rate"}
+
+
+def _split_legacy(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``values`` without the keys of :data:`LEGACY_KEYS`, and those keys' values."""
+    rest, legacy = dict(values), {}
+    for old in LEGACY_KEYS:
+        section, key = old.split(".")
+        part = rest.get(section)
+        if isinstance(part, dict) and key in part:
+            part = dict(part)
+            legacy[old] = part.pop(key)
+            rest[section] = part
+    return rest, legacy
+
+
+def _check_legacy(config: ExperimentConfig, legacy: dict[str, Any], warn: bool) -> None:
+    for old, value in legacy.items():
+        new = LEGACY_KEYS[old]
+        section, key = new.split(".")
+        current = getattr(getattr(config, section), key)
+        if _coerce(value, type(current), old) != current:
+            raise ConfigError(
+                f"{old}={value!r} disagrees with {new}={current!r}: {old} is no longer a "
+                f"setting, {new} is the one value; remove {old}"
+            )
+        if warn:
+            warnings.warn(
+                f"{old} is deprecated: {new} is the one value; remove {old}",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+
+
+def from_dict(values: dict[str, Any], *, warn_legacy: bool = False) -> ExperimentConfig:
+    """Build a config from a (possibly partial) nested mapping.
+
+    Keys of earlier versions (:data:`LEGACY_KEYS`) are mapped: a model file's config
+    carries them; ``warn_legacy`` warns about them (recipes).
+    """
     config = ExperimentConfig()
-    _apply(config, values or {}, "")
+    rest, legacy = _split_legacy(values or {})
+    _apply(config, rest, "")
+    _check_legacy(config, legacy, warn_legacy)
     return config
 
 
@@ -322,7 +361,7 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return apply_overrides(from_dict(values), overrides or [])
+    return apply_overrides(from_dict(values, warn_legacy=True), overrides or [])
 
 
 def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
@@ -332,7 +371,9 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
         nested: dict[str, Any] = {keys[-1]: value}
         for key in reversed(keys[:-1]):
             nested = {key: nested}
-        _apply(config, nested, "")
+        rest, legacy = _split_legacy(nested)
+        _apply(config, rest, "")
+        _check_legacy(config, legacy, warn=True)
     return config
 
 

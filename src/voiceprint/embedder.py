@@ -34,6 +34,7 @@ from tqdm import tqdm
 from voiceprint import audio
 from voiceprint.artifact import backend_of, load_checkpoint
 from voiceprint.config import ExperimentConfig, from_dict
+from voiceprint.experiment import find_checkpoint
 from voiceprint.runners import OnnxRunner, Runner, TorchRunner
 from voiceprint.scoring import Decision, Scorer
 from voiceprint.speech import Speech, SpeechPolicy, find_speech
@@ -357,25 +358,6 @@ def OnnxEmbedder(path: str | Path, threads: int = 2) -> Embedder:
     """An :class:`Embedder` on onnxruntime for a file written by ``voiceprint export``
     (the name of the former subclass; :meth:`Embedder.from_onnx` is the same)."""
     return Embedder.from_onnx(path, threads=threads)
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or the one ``*_checkpoint.pth`` in an experiment folder.
-
-    Clear errors for a path that does not exist and for a folder with none or several.
-    """
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"experiment {path} does not exist")
-    found = sorted(path.glob("*_checkpoint.pth")) or sorted(path.glob("*.pth"))
-    if not found:
-        raise FileNotFoundError(f"no *_checkpoint.pth in experiment folder {path}")
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise ValueError(f"several checkpoints in {path} ({names}): pass one of them")
-    return found[0]
 
 
 def load_embedder(

@@ -22,10 +22,12 @@ import numpy as np
 from voiceprint import metrics, plots
 from voiceprint.artifact import load_checkpoint, save_checkpoint
 from voiceprint.config import ExperimentConfig, apply_overrides
-from voiceprint.data.corpus import CorpusError, by_speaker, read_kaldi_dir, scan_split
-from voiceprint.data.protocol import Trial, prepare_test
-from voiceprint.data.trials import TrialSet
-from voiceprint.embedder import Embedder, find_checkpoint, load_embedder
+from voiceprint.data.corpus import CorpusError, by_speaker
+from voiceprint.data.layouts import open_corpus
+from voiceprint.data.protocol import prepare_test, write_test_folder
+from voiceprint.data.trials import Trial, TrialSet
+from voiceprint.embedder import Embedder, load_embedder
+from voiceprint.experiment import LLR_FILE, RESULTS_FILE, SCORES_FILE, Experiment, find_checkpoint
 from voiceprint.scoring import Decision, Scorer
 
 log = logging.getLogger(__name__)
@@ -40,24 +42,20 @@ def resolve_test_folder(
 ) -> Path:
     """The prepared test folder; for another corpus, prepare it under ``out_dir/data``.
 
-    A VoxCeleb1 or CN-Celeb ``root`` is scored on its official trial list (``trial_list``
-    picks another one, e.g. ``list_test_hard2.txt``); see :mod:`voiceprint.data.official`.
+    ``root`` is opened in its layout (:func:`voiceprint.data.layouts.open_corpus`): a
+    VoxCeleb1 or CN-Celeb root is scored on its official trial list (``trial_list`` picks
+    another one, e.g. ``list_test_hard2.txt``), another on the lab protocol over its test
+    part. A Kaldi folder ``data_dir`` with its own trial list is scored as it is.
     """
     if data_dir:
-        folder = Path(data_dir)
-        if (folder / "trials_pairs").is_file() or (folder / "trials").is_file():
-            return folder
-        return prepare_test(read_kaldi_dir(folder), config.data, out_dir / "data")
+        corpus = open_corpus(data_dir, layout="kaldi")
+        if corpus.trials_file is not None:
+            return corpus.root
+        return prepare_test(corpus.test(), config.data, out_dir / "data")
     if root:
-        from voiceprint.data import official
-        from voiceprint.data.aishell import usable_root
-
-        if trial_list or official.detect(root):
-            return official.write_test_folder(
-                root, out_dir / "data", trial_list, config.data.sample_rate
-            )
-        return prepare_test(scan_split(usable_root(root), "test"), config.data, out_dir / "data")
-    folder = config.out_dir / "data" / "test"
+        rate = config.features.sample_rate
+        return write_test_folder(open_corpus(root), config.data, out_dir / "data", rate, trial_list)
+    folder = Experiment(config).test_dir
     if not (folder / "wav.scp").is_file():
         raise CorpusError(f"{folder} is missing: run 'voiceprint prepare' first")
     return folder
@@ -176,17 +174,16 @@ def refit_backend(embedder: Embedder, config: ExperimentConfig, progress: bool) 
     """The back-end of ``config.eval`` fitted anew on the experiment's prepared lists."""
     from voiceprint.calibration import fit_backend
 
-    data = config.out_dir / "data"
-    if not (data / "train" / "wav.scp").is_file():
+    lists = Experiment(config).lists
+    if not (lists.train_dir / "wav.scp").is_file():
         raise CorpusError(
-            f"back-end overrides need the experiment's prepared lists; {data / 'train'} is "
+            f"back-end overrides need the experiment's prepared lists; {lists.train_dir} is "
             "missing (run 'voiceprint prepare' with the model's config)"
         )
-    heldout = read_kaldi_dir(data / "calibration") if (data / "calibration").is_dir() else []
     backend = fit_backend(
         embedder,
-        read_kaldi_dir(data / "train"),
-        heldout,
+        lists.train,
+        lists.heldout,
         config.eval,
         corpora=list(config.data.corpora),
         seed=config.seed,
@@ -196,12 +193,20 @@ def refit_backend(embedder: Embedder, config: ExperimentConfig, progress: bool) 
 
 
 def _output_folder(
-    model: Path, checkpoint: Path | None, default_set: bool, tag: str, out_dir: str | Path | None
+    model: Path,
+    config: ExperimentConfig,
+    checkpoint: Path | None,
+    default_set: bool,
+    tag: str,
+    out_dir: str | Path | None,
 ) -> Path:
+    """``out_dir``, else the folder of the experiment the checkpoint lies in (``eval/<tag>/``
+    unless it is the dev set with the model's own back-end), else ``exp/eval/<model>/``."""
     if out_dir is not None:
         return Path(out_dir)
     if checkpoint is not None:
-        return checkpoint.parent if default_set else checkpoint.parent / "eval" / tag
+        experiment = Experiment(config, checkpoint.parent)
+        return experiment.folder if default_set else experiment.eval_dir(tag)
     return Path("exp") / "eval" / model.stem / (tag or "default")
 
 
@@ -249,7 +254,7 @@ def evaluate(
     tag += f"_{Path(trial_list).stem}" if trial_list else ""
     tag = "_".join([tag] * bool(tag) + [o.split(".", 1)[1] for o in overrides or []])
     tag = tag or (kind if trials else "")
-    out = _output_folder(model, checkpoint, default_set, tag, out_dir)
+    out = _output_folder(model, config, checkpoint, default_set, tag, out_dir)
     out.mkdir(parents=True, exist_ok=True)
     folder = resolve_test_folder(config, out, root, data_dir, trial_list)
     if kind == "enroll" and not (folder / "trials_enroll").is_file():
@@ -319,10 +324,10 @@ def evaluate(
     results["confusable_pairs"] = metrics.confusable_pairs(
         scores, labels, spk_a, spk_b, results["min_dcf_threshold"], top=5
     )
-    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    write_scores(out / "scores.txt", test.trials, scores)
+    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    write_scores(out / SCORES_FILE, test.trials, scores)
     if llr is not None:  # the calibrated LLR of each trial, its speech durations included
-        write_scores(out / "llr.txt", test.trials, llr)
+        write_scores(out / LLR_FILE, test.trials, llr)
     if plots.can_draw(f"roc.png, det.png, scores.png in {out}"):
         fpr, tpr, _ = metrics.roc(scores, labels)
         plots.plot_roc(
@@ -343,7 +348,7 @@ def evaluate(
         p_target,
         results["min_dcf"],
         f", actual DCF {results['act_dcf']:.4f}" if "act_dcf" in results else "",
-        out / "results.json",
+        out / RESULTS_FILE,
     )
     if results["confusable_pairs"]:
         worst = results["confusable_pairs"][0]

@@ -33,8 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from voiceprint.artifact import onnx_metadata
-from voiceprint.embedder import Embedder, find_checkpoint, load_embedder
+from voiceprint.embedder import Embedder, load_embedder
 from voiceprint.encoder import SpeakerEncoder
+from voiceprint.experiment import find_checkpoint
 from voiceprint.runners import OnnxRunner, TorchRunner
 
 EXPORT_FORMAT = 1

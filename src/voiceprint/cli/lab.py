@@ -40,23 +40,23 @@ def _add_config_args(parser: argparse.ArgumentParser, root: bool = True) -> None
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from voiceprint.data.protocol import prepare
+    from voiceprint.experiment import Experiment
 
-    config = _config(args)
-    prepared = prepare(config, progress=not args.quiet)
+    prepared = Experiment(_config(args)).prepare(progress=not args.quiet)
     print(f"train: {prepared.train_dir}\ntest:  {prepared.test_dir}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from voiceprint.data.protocol import prepare, prepared_lists
+    from voiceprint.experiment import Experiment
     from voiceprint.training.trainer import train
 
     config = _config(args)
-    prepared, reason = (None, "--reprepare") if args.reprepare else prepared_lists(config)
+    experiment = Experiment(config)
+    prepared, reason = (None, "--reprepare") if args.reprepare else experiment.prepared()
     if prepared is None:
         log.info("%s: preparing the data", reason)
-        prepared = prepare(config, progress=not args.quiet)
+        prepared = experiment.prepare(progress=not args.quiet)
     path = train(config, prepared, resume=args.resume, progress=not args.quiet)
     release_backend(path, config, not args.quiet)
     print(f"checkpoint: {path}")
@@ -65,19 +65,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_shard(args: argparse.Namespace) -> int:
     from voiceprint.data.corpus import read_kaldi_dir
-    from voiceprint.data.protocol import prepare, prepared_lists
     from voiceprint.data.shards import write_shards
+    from voiceprint.experiment import Experiment
 
     config = _config(args)
+    experiment = Experiment(config)
     if args.data:
         utts, source = read_kaldi_dir(args.data), str(args.data)
     else:
-        prepared, reason = prepared_lists(config)
+        prepared, reason = experiment.prepared()
         if prepared is None:
             log.info("%s: preparing the data", reason)
-            prepared = prepare(config, progress=not args.quiet)
+            prepared = experiment.prepare(progress=not args.quiet)
         utts, source = prepared.train, str(prepared.train_dir)
-    out = Path(args.out) if args.out else config.out_dir / "shards"
+    out = Path(args.out) if args.out else experiment.shards_dir
     index = write_shards(
         utts,
         out,
@@ -164,24 +165,19 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_lists(args: argparse.Namespace) -> int:
-    from voiceprint.data import official
-    from voiceprint.data.aishell import usable_root
-    from voiceprint.data.corpus import scan_split, write_kaldi_dir
+    from voiceprint.data.corpus import write_kaldi_dir
+    from voiceprint.data.layouts import open_corpus
 
-    root = usable_root(args.root, progress=not args.quiet)
-    layout = args.layout or official.detect(root) or "aishell"
+    corpus = open_corpus(args.root, layout=args.layout, progress=not args.quiet)
+    layout = corpus.layout
     out = Path(args.out)
     if args.part == "test":
         if layout == "aishell":
             raise ValueError("AISHELL-1 has no official trial list: 'voiceprint prepare' makes one")
-        folder = official.write_test_folder(root, out, args.trial_list)
+        folder = corpus.write_official_test(out, args.trial_list)
         print(f"test lists + trials: {folder} (voiceprint evaluate --data {folder})")
         return 0
-    utts = (
-        scan_split(root, "train")
-        if layout == "aishell"
-        else official.training_utterances(root, layout)
-    )
+    utts = corpus.train()
     folder = write_kaldi_dir(out, utts)
     speakers = len({u.speaker for u in utts})
     print(
@@ -192,12 +188,13 @@ def cmd_lists(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from voiceprint.data.protocol import prepare
     from voiceprint.evaluation import evaluate
+    from voiceprint.experiment import Experiment
     from voiceprint.training.trainer import train
 
     config = _config(args)
-    prepared = prepare(config, progress=not args.quiet)
+    experiment = Experiment(config)
+    prepared = experiment.prepare(progress=not args.quiet)
     checkpoint = train(config, prepared, resume=args.resume, progress=not args.quiet)
     release_backend(checkpoint, config, not args.quiet)
     results = evaluate(checkpoint, progress=not args.quiet)
@@ -205,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"{config.name}: EER {100 * results['eer']:.2f}% "
         f"(95% CI {100 * results['eer_ci95'][0]:.2f}-{100 * results['eer_ci95'][1]:.2f}), "
-        f"minDCF {results['min_dcf']:.3f}{actual}; outputs in {config.out_dir}"
+        f"minDCF {results['min_dcf']:.3f}{actual}; outputs in {experiment.folder}"
     )
     return 0
 

@@ -23,26 +23,22 @@ from voiceprint.scoring import verification
 
 
 def labelled_recordings(data: str | None, root: str | None, splits: list[str]) -> list:
-    """Utterances of a Kaldi folder (``--data``) or of an AISHELL-layout tree (``--root``:
-    every split folder present, or those named by ``--split``)."""
-    from voiceprint.data.corpus import CorpusError, find_wav_root, read_kaldi_dir, scan_split
+    """Utterances of a Kaldi folder (``--data``) or of a corpus root (``--root``, opened in
+    its layout: of an AISHELL-layout tree every split folder present, or those named by
+    ``--split``)."""
+    from voiceprint.data.layouts import open_corpus
 
     if bool(data) == bool(root):
         raise ValueError("give one of --data (a Kaldi folder) or --root (AISHELL layout)")
     if data:
-        return read_kaldi_dir(data)
-    present = [s for s in ("train", "dev", "test") if (find_wav_root(root) / s).is_dir()]
-    chosen = splits or present
-    missing = sorted(set(chosen) - set(present))
-    if missing:
-        raise CorpusError(f"{root} has no wav/{missing[0]}/ folder")
-    return [u for split in chosen for u in scan_split(root, split)]
+        return open_corpus(data, layout="kaldi").recordings()
+    return open_corpus(root).recordings(splits)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import warnings
 
-    from voiceprint.calibration import recalibrate
+    from voiceprint.recalibration import recalibrate
 
     utts = labelled_recordings(args.data, args.root, args.split or [])
     with warnings.catch_warnings(record=True) as caught:

@@ -6,7 +6,7 @@ Kaldi data folder: ``wav.scp`` (utt path) and ``utt2spk`` (utt speaker); ``spk2u
 derived. A wav.scp entry may be a command ending in ``|`` (``sox x.wav -t wav - |``): it is
 kept as a :class:`voiceprint.audio.PipeCommand` and run when the audio is loaded.
 VoxCeleb, CN-Celeb and AISHELL-1 as distributed: :mod:`voiceprint.data.official`,
-:mod:`voiceprint.data.aishell`.
+:mod:`voiceprint.data.aishell`; which layout a root has: :mod:`voiceprint.data.layouts`.
 """
 
 from __future__ import annotations
@@ -137,6 +137,17 @@ def by_speaker(utts: list[Utterance]) -> dict[str, list[Utterance]]:
     for u in utts:
         groups[u.speaker].append(u)
     return dict(groups)
+
+
+def prefixed(utts: list[Utterance], corpus: str) -> list[Utterance]:
+    """The same utterances with speaker and utterance ids prefixed ``<corpus>-`` (several
+    corpora train together so, and never share a speaker)."""
+    return [Utterance(f"{corpus}-{u.utt}", f"{corpus}-{u.speaker}", u.path) for u in utts]
+
+
+def corpus_of(speaker: str, corpora: list[str]) -> str:
+    """The corpus whose ``<corpus>-`` prefix ``speaker`` carries ("" for none)."""
+    return next((c for c in corpora if speaker.startswith(f"{c}-")), "")
 
 
 def write_kaldi_dir(folder: str | Path, utts: list[Utterance]) -> Path:

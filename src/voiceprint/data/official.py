@@ -17,7 +17,7 @@ Layouts (``root`` may be the folder shown or the one above it):
 
 Utterance ids are the names the official lists use (``id10270/x6uYqmx31kE/00001.wav``,
 ``id00800-enroll``, ``test/id00800-singing-01-001.flac``), so a trial list maps to the
-project's :data:`voiceprint.data.protocol.Trial` without renaming. :func:`write_test_folder`
+project's :data:`voiceprint.data.trials.Trial` without renaming. :func:`write_test_folder`
 writes a Kaldi folder (wav.scp, utt2spk, spk2utt and ``trials``) that
 ``voiceprint evaluate --data`` scores; :func:`training_utterances` gives the training part,
 written with :func:`voiceprint.data.corpus.write_kaldi_dir` for ``data.kaldi_dir``.
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from voiceprint.data.corpus import CorpusError, Utterance, write_kaldi_dir
-from voiceprint.data.protocol import Trial, trial_lines, write_trials
+from voiceprint.data.trials import Trial, trial_lines, write_trials
 
 log = logging.getLogger(__name__)
 

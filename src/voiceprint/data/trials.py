@@ -7,22 +7,94 @@ the benchmarks score them.
 
 A trial is ``(enroll id, test utterance id, is_target)``. An enroll id names either a
 speaker model listed in ``enroll`` (id -> its enrollment clip ids) or, when it is not
-listed there, a single clip. The trial files use Kaldi's format
-(:func:`voiceprint.data.protocol.read_trials`).
+listed there, a single clip. Trial files use Kaldi's format, one
+``<enroll> <test> target|nontarget`` line per trial (:func:`read_trials`,
+:func:`write_trials`). The lab protocol's two lists over a test set:
+
+* :func:`pair_trials`: every unordered pair (n*(n-1)/2; 19,900 for 20x10).
+* :func:`enroll_trials`: the first ``enroll_utts`` utterances of each test speaker enroll
+  it (listed in ``enroll``); every other test utterance is scored against every enrolled
+  speaker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
-from voiceprint.data.corpus import Utterance, read_kaldi_dir
-from voiceprint.data.protocol import Trial, corpus_of, read_trials
+from voiceprint.data.corpus import CorpusError, Utterance, by_speaker, corpus_of, read_kaldi_dir
 
-__all__ = ["TrialSet", "read_enroll"]
+__all__ = [
+    "Trial",
+    "TrialSet",
+    "enroll_trials",
+    "pair_trials",
+    "read_enroll",
+    "read_trials",
+    "trial_lines",
+    "write_trials",
+]
+
+Trial = tuple[str, str, bool]  # (enroll id, test utterance id, same speaker)
+
+
+def pair_trials(utts: list[Utterance]) -> list[Trial]:
+    """Every unordered pair of utterances, in list order."""
+    return [(a.utt, b.utt, a.speaker == b.speaker) for a, b in combinations(utts, 2)]
+
+
+def enroll_trials(
+    utts: list[Utterance], enroll_utts: int
+) -> tuple[dict[str, list[str]], list[Trial]]:
+    """Enrollment lists (speaker -> first k utterances) and speaker-vs-utterance trials."""
+    groups = by_speaker(utts)
+    enroll = {spk: [u.utt for u in group[:enroll_utts]] for spk, group in groups.items()}
+    for spk, group in groups.items():
+        if len(group) <= enroll_utts:
+            raise CorpusError(
+                f"speaker {spk} has {len(group)} test utterances: none left after "
+                f"enrolling with {enroll_utts}"
+            )
+    trials = [
+        (spk, u.utt, u.speaker == spk)
+        for group in groups.values()
+        for u in group[enroll_utts:]
+        for spk in enroll
+    ]
+    return enroll, trials
+
+
+def write_trials(path: str | Path, trials: list[Trial]) -> Path:
+    path = Path(path)
+    path.write_text(
+        "".join(f"{a} {b} {'target' if t else 'nontarget'}\n" for a, b, t in trials), "utf-8"
+    )
+    return path
+
+
+def trial_lines(path: str | Path) -> Iterator[tuple[int, list[str], str]]:
+    """(line number, fields, line) of each non-blank line of a trial list; CorpusError
+    when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"trial list {path} does not exist")
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if parts := line.split():
+            yield number, parts, line
+
+
+def read_trials(path: str | Path) -> list[Trial]:
+    """Read a Kaldi trial list; the third column is target/nontarget (or 1/0)."""
+    trials = []
+    for number, parts, _ in trial_lines(path):
+        if len(parts) != 3 or parts[2] not in ("target", "nontarget", "1", "0"):
+            raise CorpusError(f"{path}:{number}: expected '<enroll> <test> target|nontarget'")
+        trials.append((parts[0], parts[1], parts[2] in ("target", "1")))
+    return trials
 
 
 @dataclass
