@@ -1,4 +1,4 @@
-"""Tests for voiceprint.data.augment: measured SNRs, spectra, decays, frequencies, masks."""
+"""Tests for voiceprint.data.augment and .channel: SNRs, spectra, decays, frequencies, masks."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from voiceprint.data.augment import (
     babble,
     coloured_noise,
     reverberate,
-    speed_perturb,
     synthetic_rir,
     synthetic_rirs,
 )
+from voiceprint.data.channel import speed_perturb
 
 SR = 16000
 

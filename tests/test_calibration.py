@@ -183,3 +183,51 @@ def test_calibrate_command_on_a_small_synthetic_set(synthetic_root: Path, tmp_pa
     report = json.loads((tmp_path / "mine_calibration" / "results.json").read_text())
     assert again.scorer.backend.calibration.to_dict() == report["calibration"]
     assert again.decision.rule == "bayes"  # no --far this time
+
+
+def test_cross_fitting_needs_both_kinds_of_trial_in_each_half() -> None:
+    """Two speakers of two clips: one half holds the other speaker's target trial only,
+    so nothing can be fitted on it (None); with enough speakers every trial gets an LLR."""
+    from voiceprint.recalibration import cross_fitted_llr
+
+    rng = np.random.default_rng(0)
+    for n_spk, expect_none in ((2, True), (6, False)):
+        trial_set = calibration.enroll_style_trials(fake_corpus(n_spk, 3 if n_spk > 2 else 2))
+        labels = trial_set.labels
+        scores = rng.normal(size=labels.size) + 2.0 * labels
+        spk_a, _ = trial_set.speakers()
+        llr = cross_fitted_llr(scores, labels, spk_a, 0.01, seed=0)
+        if expect_none:
+            assert llr is None
+        else:
+            assert llr is not None and np.isfinite(llr).all() and llr.shape == scores.shape
+
+
+def test_calibrate_on_two_speakers_leaves_the_cross_fitted_figure_out(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """voiceprint calibrate on too few speakers to cross-fit: the copy and the report are
+    written, the cross-fitted actual DCF is None, and a warning says why (it used to fail
+    with 'llr contains NaN or infinite values' after writing the model)."""
+    from voiceprint.cli import main
+
+    from .test_onnx import make_tiny_checkpoint
+
+    wavs = sorted((synthetic_root / "wav" / "test").glob("*/*.wav"))
+    chosen = [w for w in wavs if w.parent.name in {wavs[0].parent.name, wavs[-1].parent.name}]
+    chosen = [w for w in chosen if w.stem.endswith(("0001", "0002"))]
+    assert len(chosen) == 4
+    data = tmp_path / "two"
+    data.mkdir()
+    (data / "wav.scp").write_text("".join(f"{w.stem} {w}\n" for w in chosen))
+    (data / "utt2spk").write_text("".join(f"{w.stem} {w.parent.name}\n" for w in chosen))
+    checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pth")
+    out = tmp_path / "mine.pth"
+    argv = ["calibrate", "--model", str(checkpoint), "--data", str(data), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert "cross-fitted actual DCF is left out" in printed.err
+    assert "actual DCF not measured (too few speakers to cross-fit)" in printed.out
+    report = json.loads((tmp_path / "mine_calibration" / "results.json").read_text())
+    assert report["act_dcf"] is None and report["act_dcf_ci95"] is None
+    assert report["n_target"] == 2 and out.is_file()

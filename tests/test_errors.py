@@ -10,6 +10,7 @@ from voiceprint.data.corpus import CorpusError
 from voiceprint.data.fetch import ChecksumError, DownloadError, UnsafeArchiveError
 from voiceprint.errors import VoiceprintError
 from voiceprint.registry import UnknownNameError, UnknownOptionError, build, lookup
+from voiceprint.scoring import MissingEmbeddingError
 from voiceprint.service.access import KeyFileError
 from voiceprint.store import ModelMismatchError, UnknownSpeakerError
 from voiceprint.vad import NoSpeechError
@@ -29,6 +30,7 @@ from voiceprint.vad import NoSpeechError
         (ModelMismatchError, ValueError),
         (KeyFileError, ValueError),
         (UnknownSpeakerError, KeyError),
+        (MissingEmbeddingError, KeyError),
         (UnknownNameError, KeyError),
         (UnknownOptionError, TypeError),
     ],

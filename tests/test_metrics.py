@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from voiceprint import metrics
+from voiceprint.metrics import bootstrap
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -173,17 +174,36 @@ def test_summarize_keys_and_types() -> None:
     assert all(isinstance(v, int | float) for v in out.values())
 
 
-def test_resampled_eer_equals_eer_of_replicated_trials() -> None:
+def test_resampled_figures_equal_those_of_replicated_trials() -> None:
+    """Each resample's EER, minDCF and actual DCF are those of its trials written out
+    (the weight of each trial as that many copies), and so are weighted_summary's."""
     scores, labels, a, b = _trials(8, 4, seed=3)
     scores = np.round(scores, 1)  # ties across classes
+    llr = scores - 1.5
     rng = np.random.default_rng(0)
     counts = rng.multinomial(8, np.full(8, 1 / 8), size=6)
     counts[0] = 1  # the original sample
-    got = metrics._resampled_eers(scores, a, b, counts)
-    for row, value in zip(counts, got, strict=True):
+    accept = llr >= metrics.bayes_threshold(0.1)
+    got = bootstrap.resampled_figures(scores, a, b, counts, 0.1, accept)
+    for i, row in enumerate(counts):
         weight = np.where(a == b, row[a], row[a] * row[b])
-        ref = metrics.get_eer(np.repeat(scores, weight), np.repeat(labels, weight))[0]
-        assert value == pytest.approx(ref, abs=1e-12)
+        s, lab, lr = (np.repeat(x, weight) for x in (scores, labels == 1, llr))
+        ref = {
+            "eer": metrics.eer(s[lab], s[~lab])[0],
+            "min_dcf": metrics.min_dcf(s[lab], s[~lab], 0.1)[0],
+            "act_dcf": metrics.act_dcf(lr[lab], lr[~lab], 0.1),
+        }
+        assert {k: got[k][i] for k in ref} == pytest.approx(ref, abs=1e-12)
+        pooled = metrics.weighted_summary(scores, labels, weight, 0.1, llr)
+        assert pooled == pytest.approx(ref, abs=1e-12)
+
+
+def test_weighted_summary_validates_weights() -> None:
+    scores, labels = np.array(TAR + NON), np.array([1] * 3 + [0] * 4)
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.weighted_summary(scores, labels, -np.ones(7))
+    with pytest.raises(ValueError, match="positive weight"):
+        metrics.weighted_summary(scores, labels, np.r_[np.zeros(3), np.ones(4)])
 
 
 def test_bootstrap_contains_estimate_and_narrows() -> None:

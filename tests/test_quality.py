@@ -17,7 +17,8 @@ import torch
 from voiceprint.audio import save
 from voiceprint.cli import main
 from voiceprint.config import AugmentConfig
-from voiceprint.data.augment import WaveAugmenter, mu_law_code, telephone_band
+from voiceprint.data.augment import WaveAugmenter
+from voiceprint.data.channel import mu_law_code, telephone_band
 from voiceprint.embedder import Embedder, load_embedder
 from voiceprint.scoring import (
     NOT_ENOUGH_SPEECH,

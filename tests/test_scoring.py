@@ -220,6 +220,25 @@ def test_score_trials_chunked_equals_the_score_matrix() -> None:
         scorer.score_trials(units, [("u1", "zz")])
 
 
+def test_trials_without_an_embedding_are_a_user_error_naming_them() -> None:
+    """The CLI prints a VoiceprintError as one line (a plain KeyError is a bug); it
+    stays a KeyError for callers that catch that, and names the missing ids."""
+    from voiceprint.cli import USER_ERRORS
+    from voiceprint.errors import VoiceprintError
+
+    scorer = scoring.Scorer()
+    units = {"u1": scorer.units(np.array([1.0, 0.0])), "u2": scorer.units(np.array([0.0, 1.0]))}
+    trials = [("u1", "zz"), ("yy", "u2"), ("u1", "u2")] + [("u1", f"x{i}") for i in range(6)]
+    with pytest.raises(scoring.MissingEmbeddingError) as caught:
+        scorer.score_trials(units, trials)
+    err = caught.value
+    assert isinstance(err, VoiceprintError) and isinstance(err, KeyError)
+    assert isinstance(err, USER_ERRORS)
+    assert str(err).startswith("8 trial ids have no embedding: x0, x1, x2, x3, x4 ...")
+    with pytest.raises(scoring.MissingEmbeddingError, match="no embedding: yy, zz "):
+        scorer.score_trials(units, trials[:3])
+
+
 def test_backend_round_trip_and_damaged_values() -> None:
     rng = np.random.default_rng(6)
     backend = _backend(rng)

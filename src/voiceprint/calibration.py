@@ -48,7 +48,8 @@ RULE_OF_30 = 30
 
 
 class SmallCalibrationSetWarning(UserWarning):
-    """The calibration data has too few non-target trials for the rate asked for."""
+    """The calibration data is small for what was asked: too few non-target trials for
+    the false-accept rate, or too few speakers to cross-fit the actual DCF."""
 
 
 def enroll_style_trials(

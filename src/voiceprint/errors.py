@@ -7,8 +7,9 @@
 
 Each such error also keeps the built-in base it always had, so code that catches that
 still works: ``AudioError`` (and ``NoSpeechError``), ``ConfigError``, ``CorpusError``,
-``ModelMismatchError`` and ``KeyFileError`` are ValueErrors, ``UnknownSpeakerError`` and
-the registry's unknown name are KeyErrors, the registry's unknown option a TypeError.
+``ModelMismatchError`` and ``KeyFileError`` are ValueErrors, ``UnknownSpeakerError``,
+``MissingEmbeddingError`` (trials without an embedding) and the registry's unknown name
+are KeyErrors, the registry's unknown option a TypeError.
 The CLI prints these as one line and exits 2; any other TypeError or KeyError escaping a
 command is a bug and shows its traceback.
 """

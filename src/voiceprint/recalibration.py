@@ -6,12 +6,13 @@ The copy keeps the model's mean and cohort; the score -> LLR map and the thresho
 fitted on enroll-style trials of the user's recordings
 (:func:`voiceprint.calibration.enroll_style_trials`). Its report measures the actual DCF
 on cross-fitted LLRs (:func:`cross_fitted_llr`): on the fitting trials themselves it
-would be optimistic.
+would be optimistic. Too few speakers to cross-fit leave that figure out, with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 
 from voiceprint import metrics
 from voiceprint.calibration import (
+    SmallCalibrationSetWarning,
     embed_measured_by_utt,
     enroll_style_trials,
     fit_calibration,
@@ -32,12 +34,13 @@ from voiceprint.scoring import ScoreCalibration, Scorer
 
 def cross_fitted_llr(
     scores: np.ndarray, labels: np.ndarray, enroll_spk: np.ndarray, p_target: float, seed: int
-) -> np.ndarray:
-    """LLRs of every trial from a calibration fitted on the other half of the speakers.
+) -> np.ndarray | None:
+    """LLRs (n,) of every trial from a calibration fitted on the other half of the speakers.
 
     The speakers are split in two seeded halves; a trial belongs to the half of its
     enrollment speaker. Actual DCF on these LLRs measures calibration on speakers it was
-    not fitted on (on the fitting trials themselves it would be optimistic).
+    not fitted on (on the fitting trials themselves it would be optimistic). None when a
+    half has no target or no non-target trial to fit on (too few speakers).
     """
     speakers = np.unique(enroll_spk)
     rng = np.random.default_rng(seed)
@@ -47,7 +50,7 @@ def cross_fitted_llr(
     for part in (fold, ~fold):
         fit_on = ~part
         if not (labels[fit_on].any() and (~labels[fit_on]).any()):
-            return np.full_like(scores, np.nan)
+            return None
         calibration = ScoreCalibration().fit(
             scores[fit_on & labels], scores[fit_on & ~labels], p_target
         )
@@ -73,8 +76,10 @@ def recalibrate(
     :func:`enroll_style_trials`), keeping the model's mean and cohort, writes the copy to
     ``out`` and a report (``results.json``, ``calibration.png``) to ``report_dir``.
     Returns the report: EER, minDCF and actual DCF with 95% speaker-bootstrap intervals;
-    the actual DCF is that of 2-fold cross-fitted LLRs (``act_dcf``) and of the final
-    map on its own trials (``act_dcf_self``). Warns when the data is small for ``far``.
+    the actual DCF is that of 2-fold cross-fitted LLRs (``act_dcf``, ``act_dcf_ci95``:
+    None, with a :class:`SmallCalibrationSetWarning`, when the speakers are too few to
+    cross-fit) and of the final map on its own trials (``act_dcf_self``). Warns when the
+    data is small for ``far``.
     """
     from voiceprint import plots
     from voiceprint.artifact import write_backend
@@ -111,11 +116,23 @@ def recalibrate(
     llr = scorer.llr(scores, *sides)
     spk_a, spk_b = trial_set.speakers()
     crossed = cross_fitted_llr(scores, labels, spk_a, p_target, seed=0)
+    if crossed is None:
+        warnings.warn(
+            SmallCalibrationSetWarning(
+                f"the cross-fitted actual DCF is left out: split in two halves, the "
+                f"{len(set(spk_a))} enrolling speakers leave a half without target or "
+                f"without non-target trials to fit on; calibrate on more speakers, each "
+                f"with more than {enroll_utts} clip(s)"
+            ),
+            stacklevel=2,
+        )
+    figures = metrics.report(
+        scores, labels, spk_a, spk_b, p_target, crossed, n_boot=500, seed=0, n_boot_dcf=200
+    )
+    figures.setdefault("act_dcf", None)  # act_dcf, act_dcf_ci95: of the cross-fitted LLRs
+    figures.setdefault("act_dcf_ci95", None)
     report = {
-        # act_dcf, act_dcf_ci95: of the cross-fitted LLRs
-        **metrics.report(
-            scores, labels, spk_a, spk_b, p_target, crossed, n_boot=500, seed=0, n_boot_dcf=200
-        ),
+        **figures,
         "act_dcf_self": metrics.act_dcf(llr[labels], llr[~labels], p_target),
         "n_speakers": int(backend.provenance["speakers"]),
         # the model's decisions on this data before recalibration (fractions)

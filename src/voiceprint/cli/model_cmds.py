@@ -64,13 +64,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     lo, hi = report["eer_ci95"]
     dlo, dhi = report["min_dcf_ci95"]
-    alo, ahi = report["act_dcf_ci95"]
+    actual = "actual DCF not measured (too few speakers to cross-fit)"
+    if report["act_dcf"] is not None:
+        alo, ahi = report["act_dcf_ci95"]
+        actual = f"actual DCF {report['act_dcf']:.3f} [{alo:.3f}, {ahi:.3f}] (cross-fitted)"
     print(
         f"calibrated on {report['n_speakers']} speakers, {report['n_target']} target and "
         f"{report['n_nontarget']} non-target trials\n"
         f"EER {100 * report['eer']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]  "
         f"minDCF({report['p_target']:g}) {report['min_dcf']:.3f} [{dlo:.3f}, {dhi:.3f}]  "
-        f"actual DCF {report['act_dcf']:.3f} [{alo:.3f}, {ahi:.3f}] (cross-fitted)\n"
+        f"{actual}\n"
         f"decision: {report['decision']['rule']} threshold {report['decision']['threshold']:.3f}"
         f"\nwrote {report['out']}; report and calibration plot in {report['report']}"
     )

@@ -66,7 +66,7 @@ def add_speed_perturbed_speakers(
     Speed change shifts pitch and formants, so a 0.9x copy of a voice is treated as
     another voice (as in the field's recipes): classes grow to len(speakers)*(1+len(factors)).
     """
-    from voiceprint.data.augment import speed_perturb
+    from voiceprint.data.channel import speed_perturb
 
     out_waves, out_labels = list(waves), [labels]
     for k, factor in enumerate(factors, 1):

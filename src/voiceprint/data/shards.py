@@ -363,7 +363,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
         """A ``crop_samples`` crop of ``wave`` played ``factor`` times faster."""
         if factor == 1.0:
             return random_crop(wave, self.crop_samples, rng)
-        from voiceprint.data.augment import speed_perturb
+        from voiceprint.data.channel import speed_perturb
 
         wanted = math.ceil(self.crop_samples * factor) + 2 * SPEED_MARGIN
         piece = speed_perturb(random_crop(wave, wanted, rng), factor)

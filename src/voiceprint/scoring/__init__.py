@@ -4,7 +4,8 @@ Every path that turns embeddings into a verdict calls this package: evaluation,
 calibration, the embedder, the speaker store, the CLI, the service and diarization.
 
 * :mod:`~voiceprint.scoring.scorer`: :class:`Scorer`, the only cosine (mean, LDA
-  projection, AS-norm), and :class:`Match`; :func:`verification`, the lab's name.
+  projection, AS-norm), and :class:`Match`; :func:`verification`, the lab's name;
+  :class:`MissingEmbeddingError` (trials without an embedding).
 * :mod:`~voiceprint.scoring.backend`: :class:`Backend`, what a model carries for
   scoring, and its JSON form (:func:`encode_array`, :func:`decode_array`).
 * :mod:`~voiceprint.scoring.llr`: :class:`ScoreCalibration` (score -> LLR, fitted by
@@ -33,7 +34,7 @@ from voiceprint.scoring.llr import (
     ScoreCalibration,
     trial_quality,
 )
-from voiceprint.scoring.scorer import Match, Scorer, verification
+from voiceprint.scoring.scorer import Match, MissingEmbeddingError, Scorer, verification
 
 __all__ = [
     "ACCEPT",
@@ -45,6 +46,7 @@ __all__ = [
     "Backend",
     "Decision",
     "Match",
+    "MissingEmbeddingError",
     "ScoreCalibration",
     "Scorer",
     "decode_array",

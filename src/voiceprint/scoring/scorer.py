@@ -24,13 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from voiceprint.errors import VoiceprintError
 from voiceprint.scoring import search
 from voiceprint.scoring.arrays import EPS, length_norm, mean_subtract, to_numpy
 from voiceprint.scoring.backend import Backend
 from voiceprint.scoring.decision import Decision
 from voiceprint.scoring.llr import REFERENCE_SECONDS, trial_quality
 
-__all__ = ["Match", "Scorer", "verification"]
+__all__ = ["Match", "MissingEmbeddingError", "Scorer", "verification"]
+
+
+class MissingEmbeddingError(VoiceprintError, KeyError):
+    """Trials name recordings that have no embedding (a trial list of another corpus or
+    protocol, or recordings left out of the embedding)."""
 
 
 def _top_stats(emb: np.ndarray, cohort_n: np.ndarray, top_n: int) -> tuple[np.ndarray, ...]:
@@ -147,13 +153,17 @@ class Scorer:
         ``units_by_id`` maps an id to its unit row (D,) (:meth:`units`, or a speaker model
         from :meth:`speaker_model`). Each id's AS-norm statistics are computed once, and
         trials are scored in chunks, so memory stays bounded for millions of trials.
+        :class:`MissingEmbeddingError` names the trial ids without a row.
         """
         if len(trials) == 0:
             return np.zeros(0)
         missing = sorted({k for pair in trials for k in pair if k not in units_by_id})
         if missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise KeyError(f"{len(missing)} trial ids have no embedding: {shown}")
+            raise MissingEmbeddingError(
+                f"{len(missing)} trial ids have no embedding: {shown} (does the trial list "
+                "belong to these recordings?)"
+            )
         ids = sorted({k for pair in trials for k in pair})
         row = {k: i for i, k in enumerate(ids)}
         matrix = np.stack([to_numpy(units_by_id[k], k, ndim=1) for k in ids])
