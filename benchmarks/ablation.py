@@ -108,9 +108,11 @@ def evaluate_backend(base: Path, overrides: list[str]) -> dict[str, Any]:
 
 
 def training_time(exp: Path) -> tuple[float, float]:
-    """(wall minutes, CPU minutes) summed over the checkpoint's epoch history."""
-    checkpoint = next(exp.glob("*_checkpoint.pth"))
-    history = torch.load(checkpoint, map_location="cpu", weights_only=False)["history"]
+    """(wall minutes, CPU minutes) summed over the training state's epoch history."""
+    state = exp / "train_state.pth"
+    if not state.is_file():  # an experiment of format 1
+        state = next(exp.glob("*_checkpoint.pth"))
+    history = torch.load(state, map_location="cpu", weights_only=True)["history"]
     wall = sum(e["seconds"] for e in history) / 60
     cpu = sum(e.get("cpu_seconds", 0.0) for e in history) / 60
     return wall, cpu

@@ -382,15 +382,17 @@ def run_model_file(ctx: Context, model: Path, minutes: float | None = None) -> S
 
 
 def run_recipe(ctx: Context, config_path: Path) -> SystemScores:
-    """Train (unless a finished checkpoint exists) one recipe; evaluate its checkpoint."""
-    from voiceprint.artifact import load_checkpoint
+    """Train (unless a finished training state exists) and release one recipe; evaluate
+    its model."""
+    from voiceprint.artifact import load_train_state
+    from voiceprint.release import release
     from voiceprint.training.trainer import train
 
     config = load_config(config_path, [])
     experiment = Experiment(config)
-    checkpoint = experiment.checkpoint
+    state = experiment.resumable_state()
     total = config.train.epochs + config.train.finetune_epochs
-    done = int(load_checkpoint(checkpoint)["epoch"]) if checkpoint.is_file() else 0
+    done = int(load_train_state(state)["epoch"]) if state is not None else 0
     if ctx.args.retrain or done < total:
         resume = done > 0 and not ctx.args.retrain
         log.info(
@@ -402,9 +404,11 @@ def run_recipe(ctx: Context, config_path: Path) -> SystemScores:
         )
         prepared = experiment.prepare(progress=ctx.progress)
         train(config, prepared, resume=resume, progress=ctx.progress)
-    payload = load_checkpoint(checkpoint)
-    minutes = sum(float(h["seconds"]) for h in payload["history"]) / 60.0
-    result = run_model_file(ctx, checkpoint, minutes)
+    if ctx.args.retrain or done < total or not experiment.model_file.is_file():
+        release(config, progress=ctx.progress)
+    history = load_train_state(experiment.resumable_state())["history"]
+    minutes = sum(float(h["seconds"]) for h in history) / 60.0
+    result = run_model_file(ctx, experiment.model_file, minutes)
     result.system = f"voiceprint {config.name}"
     result.details["config"] = str(config_path)
     return result

@@ -41,7 +41,7 @@ from voiceprint.data.corpus import read_kaldi_dir, scan_split  # noqa: E402
 from voiceprint.data.protocol import select  # noqa: E402
 from voiceprint.data.trials import TrialSet, pair_trials  # noqa: E402
 from voiceprint.embedder import Embedder  # noqa: E402
-from voiceprint.experiment import find_checkpoint  # noqa: E402
+from voiceprint.experiment import find_model  # noqa: E402
 from voiceprint.scoring import Scorer  # noqa: E402
 from voiceprint.speech import SpeechPolicy  # noqa: E402
 
@@ -99,7 +99,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     progress = not args.quiet
     exp = Path(args.exp)
-    embedder = Embedder.from_checkpoint(find_checkpoint(exp))
+    embedder = Embedder.from_checkpoint(find_model(exp))
     config = embedder.config
     # as evaluation: every trial scored, refusals listed (untrimmed: trimming is a choice)
     policy = SpeechPolicy(check=True, trim=False, refuse=False)
@@ -160,7 +160,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "model": str(find_checkpoint(exp)),
+        "model": str(find_model(exp)),
         "rows": rows,
         "vad": vad_rows,
         "chosen": best,

@@ -88,9 +88,9 @@ def child(config_path: str, overrides: list[str], train_dir: str, epochs: int) -
 
     config = load_config(config_path or None, overrides)
     train(config, Prepared(Path(train_dir), Path(train_dir)), progress=False)
-    from voiceprint.artifact import load_checkpoint
+    from voiceprint.artifact import load_train_state
 
-    history = load_checkpoint(Experiment(config).checkpoint)["history"]
+    history = load_train_state(Experiment(config).train_state)["history"]
     print(
         json.dumps(
             {

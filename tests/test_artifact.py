@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from voiceprint.artifact import CHECKPOINT_FORMAT, load_checkpoint
+from voiceprint.artifact import MODEL_FORMAT, read_model
 from voiceprint.cli import main
 
 
@@ -26,14 +26,14 @@ def crafted(tmp_path: Path) -> tuple[Path, Path]:
     """A .pth that looks like a voiceprint checkpoint and writes ``target`` when unpickled."""
     target = tmp_path / "pwned.txt"
     path = tmp_path / "model.pth"
-    torch.save({"format": CHECKPOINT_FORMAT, "model": WritesAFile(target)}, path)
+    torch.save({"format": MODEL_FORMAT, "encoder": WritesAFile(target)}, path)
     return path, target
 
 
 def test_a_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
     path, target = crafted(tmp_path)
     with pytest.raises(ValueError, match=r"model\.pth holds objects other than tensors"):
-        load_checkpoint(path)
+        read_model(path)
     assert not target.exists()
     # The file really is an attack: unsafe loading runs it (so the test above can fail).
     torch.load(path, weights_only=False)

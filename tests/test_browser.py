@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from voiceprint.artifact import load_checkpoint, save_checkpoint
+from voiceprint.artifact import inference_of, write_backend, write_model
 from voiceprint.audio import save
 from voiceprint.config import ExperimentConfig
 from voiceprint.embedder import Embedder, InferenceSpec, SpeakerEncoder
@@ -36,7 +36,7 @@ from voiceprint.features import build_frontend
 from voiceprint.losses import AMSoftmax
 from voiceprint.models import build_model
 from voiceprint.runners import TorchRunner
-from voiceprint.scoring import Decision
+from voiceprint.scoring import Backend, Decision
 from voiceprint.synth import make_voice, synthesize_utterance
 
 pytestmark = pytest.mark.browser
@@ -63,7 +63,7 @@ def _require_browser() -> None:
 
 
 def train_tiny_xvector(out: Path, steps: int = 100, seed: int = 2024) -> tuple[Path, list]:
-    """Train a tiny x-vector on 8 synthetic voices; returns (checkpoint, voices).
+    """Train a tiny x-vector on 8 synthetic voices; returns (model file, voices).
 
     Front-end features of 4 x 3 s utterances per voice are computed once; each step
     takes 32 random 1 s crops (mean-normalised per crop) through the AM-softmax head.
@@ -94,8 +94,14 @@ def train_tiny_xvector(out: Path, steps: int = 100, seed: int = 2024) -> tuple[P
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    payload = {"config": cfg.to_dict(), "feat_dim": frontend.dim, "model": model.state_dict()}
-    return save_checkpoint(out, payload), voices
+    path = write_model(
+        out,
+        encoder=model.state_dict(),
+        inference=inference_of(cfg, frontend.dim),
+        backend=Backend(),
+        provenance={"recipe": cfg.to_dict()},
+    )
+    return path, voices
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +143,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     same, other = float(scores[:-1].min()), float(scores[-1])
     assert same - other > 0.1, f"trained model does not separate the voices ({same} vs {other})"
     threshold = round((same + other) / 2, 3)
-    payload = load_checkpoint(checkpoint)
-    payload["decision"] = Decision(threshold, "eer").to_dict()
-    save_checkpoint(checkpoint, payload)
+    write_backend(checkpoint, Backend(decision=Decision(threshold, "eer")), checkpoint)
     return {"checkpoint": checkpoint, "paths": paths, "threshold": threshold, "folder": folder}
 
 

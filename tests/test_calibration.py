@@ -231,3 +231,34 @@ def test_calibrate_on_two_speakers_leaves_the_cross_fitted_figure_out(
     report = json.loads((tmp_path / "mine_calibration" / "results.json").read_text())
     assert report["act_dcf"] is None and report["act_dcf_ci95"] is None
     assert report["n_target"] == 2 and out.is_file()
+
+
+def test_held_out_clips_without_speech_are_left_out_of_calibration(tmp_path: Path) -> None:
+    """A held-out clip in which the speech check hears nothing would be refused by every
+    deployed decision: the release leaves it out of the calibration trials (with a log
+    line) instead of failing, and the trials are those of the other clips."""
+    from voiceprint.audio import save
+    from voiceprint.config import EvalConfig
+    from voiceprint.embedder import Embedder
+    from voiceprint.synth import make_voice, synthesize_utterance
+
+    from .test_onnx import make_tiny_checkpoint
+
+    rng = np.random.default_rng(5)
+    spoken = []
+    for s in range(4):
+        voice = make_voice(rng)
+        for u in range(3):
+            path = tmp_path / f"S{s}_{u}.wav"
+            save(path, synthesize_utterance(voice, 1.5, rng))
+            spoken.append(Utterance(f"S{s}_{u}", f"S{s}", path))
+    quiet = tmp_path / "S0_quiet.wav"
+    save(quiet, (0.01 * rng.standard_normal(32_000)).astype(np.float32))  # hiss, no voice
+    heldout = [*spoken, Utterance("S0_quiet", "S0", quiet)]
+    embedder = Embedder.from_checkpoint(make_tiny_checkpoint(tmp_path / "tiny.pth"))
+    ecfg = EvalConfig(calibrate=True, quality_calibration=True)
+    backend = calibration.fit_backend(embedder, [], heldout, ecfg, progress=False)
+    expected = calibration.enroll_style_trials(spoken, ecfg.calibration_enroll_utts)
+    n_target = sum(t for *_, t in expected.trials)
+    assert backend.provenance["n_target"] == n_target
+    assert backend.provenance["n_nontarget"] == len(expected.trials) - n_target

@@ -14,7 +14,9 @@ def test_defaults_and_overrides() -> None:
     assert config.train.epochs == 3
     assert config.data.root == "/x/data_aishell"
     assert config.loss.margin == pytest.approx(0.3)
-    assert Experiment(config).checkpoint_name == "xvector_gap_softmax_checkpoint.pth"
+    experiment = Experiment(config)
+    assert experiment.model_file.name == "model.pth"
+    assert experiment.legacy_checkpoint.name == "xvector_gap_softmax_checkpoint.pth"
 
 
 def test_exponent_without_a_dot_is_a_number() -> None:

@@ -47,5 +47,5 @@ def test_prepare_train_evaluate_subset(cvzh_root: Path, tmp_path: Path) -> None:
     assert results["n_target"] == 6 * 10 and results["n_nontarget"] == 435 - 60
     assert 0.0 < results["eer"] < 0.5  # 2 epochs of a tiny model: better than chance
     assert 0.0 < results["min_dcf"] <= 1.0
-    for name in ("xvector_gap_softmax_checkpoint.pth", "roc.png", "det.png", "training.png"):
+    for name in ("model.pth", "train_state.pth", "roc.png", "det.png", "training.png"):
         assert (exp / name).stat().st_size > 0

@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 
-from voiceprint.artifact import save_checkpoint
+from voiceprint.artifact import inference_of, write_model
 from voiceprint.config import ExperimentConfig
 from voiceprint.embedder import (
     Embedder,
@@ -26,7 +26,7 @@ from voiceprint.features import build_frontend
 from voiceprint.models import build_model
 from voiceprint.onnx_export import export_onnx
 from voiceprint.runners import OnnxRunner, TorchRunner
-from voiceprint.scoring import Decision
+from voiceprint.scoring import Backend, Decision
 
 
 def tiny_config() -> ExperimentConfig:
@@ -54,7 +54,7 @@ def make_tiny_checkpoint(
     config: ExperimentConfig | None = None,
     state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Save a random (or given ``state``) tiny encoder as a voiceprint checkpoint."""
+    """Save a random (or given ``state``) tiny encoder as a voiceprint model file."""
     cfg = config or tiny_config()
     torch.manual_seed(seed)
     frontend = build_frontend(cfg.features)
@@ -67,20 +67,13 @@ def make_tiny_checkpoint(
             if isinstance(module, torch.nn.BatchNorm1d):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
-    payload = {
-        "config": cfg.to_dict(),
-        "feat_dim": frontend.dim,
-        "model": model.state_dict(),
-        "head": {},
-        "optimizer": None,
-        "scheduler": None,
-        "epoch": 0,
-        "speakers": [],
-        "history": [],
-    }
-    if decision is not None:
-        payload["decision"] = decision.to_dict()
-    return save_checkpoint(path, payload)
+    return write_model(
+        path,
+        encoder=model.state_dict(),
+        inference=inference_of(cfg, frontend.dim),
+        backend=Backend(decision=decision),
+        provenance={"recipe": cfg.to_dict()},
+    )
 
 
 @functools.cache
@@ -203,7 +196,7 @@ def test_decision_at_a_false_accept_rate() -> None:
 def test_metadata_refuses_a_back_end_of_another_dimension() -> None:
     """A projection (or mean, or cohort) fitted for 6-dim embeddings in the metadata of a
     model that gives 8: refused with the two dimensions named."""
-    from voiceprint.artifact import onnx_metadata, parse_onnx_metadata
+    from voiceprint.onnx_metadata import onnx_metadata, parse_onnx_metadata
     from voiceprint.scoring import Backend
 
     def metadata(backend: Backend, dim: int) -> dict[str, str]:

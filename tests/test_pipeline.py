@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voiceprint.artifact import load_checkpoint
+from voiceprint.artifact import read_model
 from voiceprint.cli import main
 from voiceprint.embedder import Embedder
 
@@ -52,7 +52,8 @@ BACKEND = [
 
 def test_run_writes_every_output(trained: Path) -> None:
     for name in (
-        "xvector_gap_softmax_checkpoint.pth",
+        "model.pth",
+        "train_state.pth",
         "config.yaml",
         "training.png",
         "results.json",
@@ -69,7 +70,7 @@ def test_run_writes_every_output(trained: Path) -> None:
     # It learnt its 6 training speakers; 6 speakers teach a 0.03M-parameter encoder little
     # that transfers, so on the 4 unseen test voices it only has to beat chance (an
     # untrained encoder scores 0.41-0.45 here, the trained one 0.30-0.38 across seeds).
-    history = load_checkpoint(trained / "xvector_gap_softmax_checkpoint.pth")["history"]
+    history = read_model(trained / "model.pth")["provenance"]["history"]
     assert len(history) == 8 and history[-1]["accuracy"] >= 0.75
     assert 0.0 <= results["eer"] < 0.45
     low, high = results["eer_ci95"]
@@ -80,7 +81,7 @@ def test_run_writes_every_output(trained: Path) -> None:
 def test_the_model_carries_its_scorer_and_evaluation(trained: Path) -> None:
     """Back-end from the 6 training speakers, calibration from the 2 held out, the dev
     figures it was measured at; the held-out speakers were never trained on."""
-    embedder = Embedder.from_checkpoint(trained / "xvector_gap_softmax_checkpoint.pth")
+    embedder = Embedder.from_checkpoint(trained / "model.pth")
     results = json.loads((trained / "results.json").read_text())
     backend = embedder.scorer.backend
     assert backend.mean is not None and backend.cohort.shape[0] == 6
@@ -172,6 +173,19 @@ def test_backend_overrides_refit_the_back_end(trained: Path) -> None:
         evaluate(trained, overrides=["train.epochs=3"], progress=False)
 
 
+def test_evaluate_only_reads_the_model(trained: Path) -> None:
+    """The release wrote model.pth with its dev-set summary; evaluating the dev set again
+    reproduces that summary and leaves the file byte for byte as it was."""
+    model = trained / "model.pth"
+    before = model.read_bytes()
+    carried = read_model(model)["evaluation"]
+    assert main(["evaluate", "--exp", str(trained), "--quiet"]) == 0
+    assert model.read_bytes() == before
+    again = json.loads((trained / "results.json").read_text())
+    assert carried["eer"] == pytest.approx(again["eer"])
+    assert carried["min_dcf"] == pytest.approx(again["min_dcf"])
+
+
 def test_cli_evaluate_overrides_go_to_their_own_folder(trained: Path) -> None:
     before = (trained / "results.json").read_text()
     assert main(["evaluate", "--exp", str(trained), "--quiet", "eval.bootstrap=20"]) == 0
@@ -188,7 +202,7 @@ def test_deployed_path_scores_as_evaluated(trained: Path, tmp_path: Path) -> Non
     from voiceprint.store import SpeakerDB
 
     onnx_path = tmp_path / "model.onnx"
-    checkpoint = trained / "xvector_gap_softmax_checkpoint.pth"
+    checkpoint = trained / "model.pth"
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(onnx_path)]) == 0
     out = tmp_path / "eval"
     argv = ["evaluate", "--model", str(onnx_path), "--data", str(trained / "data" / "test")]
@@ -241,7 +255,7 @@ def test_export_writes_an_int8_copy_calibrated_on_training_clips(
     from voiceprint.scoring import verification
 
     out = tmp_path / "model.onnx"
-    checkpoint = trained / "xvector_gap_softmax_checkpoint.pth"
+    checkpoint = trained / "model.pth"
     argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out)]
     assert main([*argv, "--int8-data", str(trained / "data" / "train"), "--int8-clips", "8"]) == 0
     printed = capsys.readouterr().out

@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from tests.test_onnx import tiny_exported  # noqa: E402
-from voiceprint.artifact import read_onnx_metadata  # noqa: E402
 from voiceprint.embedder import OnnxEmbedder, load_embedder  # noqa: E402
+from voiceprint.onnx_metadata import read_onnx_metadata  # noqa: E402
 from voiceprint.quantize import (  # noqa: E402
     choose_precision,
     int8_path,

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from voiceprint import audio
-from voiceprint.artifact import load_checkpoint
+from voiceprint.artifact import load_train_state
 from voiceprint.config import AugmentConfig
 from voiceprint.data import shards as shard_module
 from voiceprint.data.corpus import CorpusError, Utterance, scan_split
@@ -222,7 +222,7 @@ def test_training_from_shards_with_two_workers_learns_like_the_folder(
         prepared = Experiment(config).prepare(progress=False)
         if mode == "shards":
             write_shards(prepared.train, tmp_path / "shards", shard_size=8, progress=False)
-        state = load_checkpoint(train(config, prepared, progress=False))
+        state = load_train_state(train(config, prepared, progress=False))
         assert len(state["speakers"]) == 8 and state["epoch"] == 12
         accuracy[mode] = np.mean([h["accuracy"] for h in state["history"][-3:]])
     assert accuracy["folder"] > 0.6 and accuracy["shards"] > 0.6, accuracy
@@ -270,7 +270,7 @@ def test_torchrun_two_processes_stream_their_own_shards(
     ]
     stderr = torchrun_train(overrides)
     assert "2 process(es)" in stderr and "epoch 2/2" in stderr
-    state = load_checkpoint(tmp_path / "xvector_gap_softmax" / "xvector_gap_softmax_checkpoint.pth")
+    state = load_train_state(tmp_path / "xvector_gap_softmax" / "train_state.pth")
     assert state["epoch"] == 2 and len(state["speakers"]) == 8
 
 

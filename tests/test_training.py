@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from voiceprint.artifact import load_checkpoint
+from voiceprint.artifact import load_train_state, read_model
 from voiceprint.config import ExperimentConfig, TrainConfig, load_config
 from voiceprint.experiment import Experiment
+from voiceprint.release import release
 from voiceprint.training.trainer import average_states, learning_rate, margin_at, train
 
 TINY = [
@@ -78,16 +79,25 @@ def test_train_learns_and_resumes(synthetic_root: Path, tmp_path: Path) -> None:
     config = tiny_config(synthetic_root, tmp_path, "train.epochs=6", "train.average_last=2")
     prepared = Experiment(config).prepare(progress=False)
     path = train(config, prepared, progress=False)
-    assert path.name == "xvector_gap_softmax_checkpoint.pth"
-    state = load_checkpoint(path)
+    assert path.name == "train_state.pth"
+    state = load_train_state(path)
     history = state["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
-    assert state["averaged_epochs"] == 2
+    assert len(state["recent"]) == 2  # the averaging window ends with the last weights
+    assert all(torch.equal(state["recent"][-1][k], v) for k, v in state["model"].items())
     assert (tmp_path / config.name / "training.png").stat().st_size > 1000
+    # training writes no model: the release does, with the average of the last 2 epochs
+    assert not Experiment(config).model_file.exists()
+    model_path, _ = release(config, progress=False)
+    shipped = read_model(model_path)
+    assert shipped["provenance"]["averaged_epochs"] == 2
+    averaged = average_states(state["recent"])
+    assert all(torch.equal(shipped["encoder"][k], v) for k, v in averaged.items())
+    assert not {"head", "optimizer", "recent", "rng"} & set(shipped)
     more = tiny_config(synthetic_root, tmp_path, "train.epochs=7", "train.average_last=2")
     train(more, prepared, resume=True, progress=False)
-    resumed = load_checkpoint(path)
+    resumed = load_train_state(path)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4, 5, 6, 7]
     assert resumed["history"][:6] == history
 
@@ -129,8 +139,9 @@ def test_torchrun_two_cpu_processes(synthetic_root: Path, tmp_path: Path) -> Non
     stderr = torchrun_train(overrides)
     assert "2 process(es)" in stderr
     assert "epoch 1/1" in stderr
-    state = load_checkpoint(tmp_path / "xvector_gap_softmax" / "xvector_gap_softmax_checkpoint.pth")
+    state = load_train_state(tmp_path / "xvector_gap_softmax" / "train_state.pth")
     assert state["epoch"] == 1
+    assert read_model(tmp_path / "xvector_gap_softmax" / "model.pth")["provenance"]["epochs"] == 1
 
 
 def test_bfloat16_training_graph_matches_float32() -> None:
@@ -254,11 +265,11 @@ def test_resume_equals_an_uninterrupted_run(
                 patch.setattr(trainer.Trainer, "_epoch", epoch_or_kill)
                 with pytest.raises(KilledError):
                     train(config, prepared, progress=False)
-            assert load_checkpoint(Experiment(config).checkpoint)["epoch"] == 2
+            assert load_train_state(Experiment(config).train_state)["epoch"] == 2
             train(config, prepared, resume=True, progress=False)
         else:
             train(config, prepared, progress=False)
-        return load_checkpoint(Experiment(config).checkpoint)
+        return load_train_state(Experiment(config).train_state)
 
     whole = run(tmp_path / "whole")
     resumed = run(tmp_path / "resumed", kill_at=2)
@@ -298,7 +309,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(
     from voiceprint import artifact
 
     path = tmp_path / "ckpt.pth"
-    artifact.save_checkpoint(path, {"model": {"w": torch.ones(3)}, "epoch": 1})
+    artifact.save_train_state(path, {"model": {"w": torch.ones(3)}, "epoch": 1})
 
     def dies_halfway(payload, target, *args, **kwargs):
         Path(target).write_bytes(b"PK\x03\x04 half a zip")
@@ -306,9 +317,9 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(
 
     monkeypatch.setattr(torch, "save", dies_halfway)  # artifact imports torch when saving
     with pytest.raises(KeyboardInterrupt):
-        artifact.save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 2})
+        artifact.save_train_state(path, {"model": {"w": torch.zeros(3)}, "epoch": 2})
     monkeypatch.undo()
-    state = load_checkpoint(path)
+    state = load_train_state(path)
     assert state["epoch"] == 1 and torch.equal(state["model"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no partial file left
 

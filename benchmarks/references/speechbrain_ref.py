@@ -42,7 +42,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from voiceprint.artifact import load_checkpoint, save_checkpoint
 from voiceprint.data.dataset import CropBatches
 
 log = logging.getLogger(__name__)
@@ -407,7 +406,7 @@ def load_or_train(
     sb = import_speechbrain()
     path = Path(cache_dir) / f"speechbrain_ecapa_{recipe.key(speakers, utt_ids)}.pth"
     if path.is_file() and not retrain:
-        payload = load_checkpoint(path)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
         model = SpeechBrainECAPA(recipe, sb)
         model.ecapa.load_state_dict(payload["model"])
         model.eval()
@@ -416,8 +415,8 @@ def load_or_train(
         log.info("SpeechBrain ECAPA: using %s (pass --sb-retrain to train again)", path)
         return model, info
     model, info = train_speechbrain(get_waves(), labels, len(speakers), recipe, sb, progress)
-    save_checkpoint(
-        path,
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
         {
             "model": model.ecapa.state_dict(),
             "recipe": asdict(recipe),
@@ -425,6 +424,7 @@ def load_or_train(
             "speechbrain": sb.version,
             "info": info,
         },
+        path,
     )
     info = dict(info)
     info.update({"checkpoint": str(path), "cached": False})

@@ -1,47 +1,82 @@
-"""Model files: checkpoints that resume and carry their scorer, read safely.
+"""Model files: what ships (``model.pth``) apart from what training resumes from
+(``train_state.pth``), both read safely, every format migration in one function.
 
-A checkpoint is one ``torch.save`` file (written atomically via a temporary file) holding
-only tensors, numbers, strings, lists and dicts, so it loads with
+Both are one ``torch.save`` file (written atomically via a temporary file) holding only
+tensors, numbers, strings, lists and dicts, so they load with
 ``torch.load(weights_only=True)``: a file that would run code when unpickled is refused
-with an error naming it. Its dict:
+with an error naming it.
 
-    format        int, CHECKPOINT_FORMAT
-    model_id      str, stable id of what scores depend on: sha1 of the encoder weights
-                  and of the back-end's mean, projection and cohort; a store refuses embeddings of
-                  another id
-    config        the resolved ExperimentConfig as a plain dict (features travel with it)
-    feat_dim      int, front-end output dimension
-    model         encoder state_dict (the exported embedder)
-    head          loss-head state_dict (classifier; training only)
-    optimizer     optimiser state_dict | None
-    scheduler     dict | None
-    epoch         int, epochs completed
-    speakers      list[str], training class labels in head order
-    history       list[dict], one entry per epoch (epoch, loss, accuracy, lr, seconds)
+The model file (written by the release step only, :mod:`voiceprint.release`):
+
+    format        int, MODEL_FORMAT
+    kind          "model"
+    model_id      str, sha1 of the encoder weights and of the back-end's mean, projection
+                  and cohort; a store refuses embeddings of another id
+    inference     dict, all inference needs besides weights and scorer (INFERENCE_KEYS):
+                  sample_rate, features (FeatureConfig), model (ModelConfig), feat_dim,
+                  max_seconds, vad; keys this version does not know are ignored, with a
+                  warning, so a file of a newer version loads in an older one
+    encoder       encoder state_dict (what ``export`` writes to ONNX)
     backend       dict | None, the scorer's back-end (scoring.Backend.to_dict): mean,
-                  LDA projection, AS-norm cohort, calibration, default decision, provenance
+                  LDA projection, AS-norm cohort, calibration, default decision
     evaluation    dict | None, the dev-set summary measured through that back-end
+    provenance    dict: the full recipe (``recipe``), epochs, history, when it was released;
+                  read only by ``evaluate`` (as the default config), never by inference
 
-The same back-end and evaluation travel in an ONNX file's metadata (``onnx_export``).
+The training state (written by the trainer only): config, feat_dim, model (the last
+weights), head, optimizer, scheduler, epoch, speakers, history, recent (the averaging
+window), averaged_epochs, rng. Files of format 1 held both in one
+``<model>_<pooling>_<loss>_checkpoint.pth``: :func:`migrate_model` reads them as models
+and :func:`load_train_state` resumes from them.
+
+The same back-end and evaluation travel in an ONNX file's metadata
+(:mod:`voiceprint.onnx_metadata`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-from voiceprint.scoring import Backend, Decision
+from voiceprint.config import ConfigError, ExperimentConfig, from_dict
+from voiceprint.onnx_metadata import ONNX_FORMAT, ONNX_PREFIX, parse_onnx_metadata
+from voiceprint.scoring import Backend
 
 if TYPE_CHECKING:
     import torch
 
-CHECKPOINT_FORMAT = 1
+LEGACY_FORMAT = 1  # model and training state in one *_checkpoint.pth
+MODEL_FORMAT = 2
+TRAIN_STATE_FORMAT = 2
+INFERENCE_KEYS = ("sample_rate", "features", "model", "feat_dim", "max_seconds", "vad")
+# The summary of a dev-set evaluation that a model carries (model.pth "evaluation", ONNX
+# metadata "voiceprint.evaluation"): a subset of an evaluation's results.json.
+EVALUATION_KEYS = (
+    "eer",
+    "eer_ci95",
+    "eer_threshold",
+    "min_dcf",
+    "min_dcf_ci95",
+    "act_dcf",
+    "act_dcf_ci95",
+    "p_target",
+    "n_target",
+    "n_nontarget",
+    "n_speakers",
+    "trials",
+    "test_folder",
+)
+
+
+def evaluation_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The part of an evaluation's results that a model carries."""
+    return {key: results[key] for key in EVALUATION_KEYS if key in results}
 
 
 def model_id_of(state: dict[str, torch.Tensor], backend: Backend | None = None) -> str:
@@ -62,22 +97,16 @@ def model_id_of(state: dict[str, torch.Tensor], backend: Backend | None = None) 
 
 
 def backend_of(payload: dict[str, Any]) -> Backend:
-    """The checkpoint's back-end (plain cosine when it has none)."""
+    """The model's back-end (plain cosine when it has none)."""
     return Backend.from_dict(payload.get("backend"))
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (see module doc) atomically; fills ``format`` and ``model_id``.
-
-    A kill during the write leaves the previous file as it was.
-    """
+def _write(path: str | Path, payload: dict[str, Any]) -> Path:
+    """``torch.save`` atomically: a kill during the write leaves the previous file."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = dict(payload)
-    payload["format"] = CHECKPOINT_FORMAT
-    payload["model_id"] = model_id_of(payload["model"], backend_of(payload))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -89,183 +118,188 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`, never running code from it.
+def _read(path: str | Path, what: str) -> dict[str, Any]:
+    """A file written by :func:`_write`, never running code from it.
 
-    Raises FileNotFoundError for a missing file and ValueError naming the file for one
-    that is not a voiceprint checkpoint or holds objects other than plain data.
+    FileNotFoundError for a missing file; ValueError naming the file for one that is not
+    a voiceprint file or holds objects other than plain data.
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(
-            f"checkpoint {path} holds objects other than tensors and plain data; it was "
+            f"{what} {path} holds objects other than tensors and plain data; it was "
             "refused because loading it could run code"
         ) from err
     except Exception as err:  # noqa: BLE001 - any reading failure means a bad file
-        raise ValueError(f"checkpoint {path} cannot be read: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint {path} is not a voiceprint checkpoint")
+        raise ValueError(f"{what} {path} cannot be read: {err}") from err
+    if not isinstance(payload, dict) or not isinstance(payload.get("format"), int):
+        raise ValueError(f"{what} {path} is not a voiceprint file")
     return payload
 
 
-# ------------------------------------------------------------------------ ONNX metadata
-
-ONNX_FORMAT = 2  # 2: the back-end (scorer) travels in "voiceprint.backend"
-ONNX_PREFIX = "voiceprint."
+# ------------------------------------------------------------------------ the model file
 
 
-def onnx_metadata(
+def write_model(
+    path: str | Path,
     *,
-    model_id: str,
-    sample_rate: int,
-    embedding_dim: int,
-    min_samples: int,
-    max_seconds: float,
-    vad: bool,
-    config: dict[str, Any] | None,
+    encoder: dict[str, torch.Tensor],
+    inference: dict[str, Any],
     backend: Backend,
-    evaluation: dict[str, Any] | None,
-) -> dict[str, str]:
-    """The ``metadata_props`` of an exported model: all a user of the file needs."""
-    decision = backend.decision
-    values = {
-        "format": str(ONNX_FORMAT),
-        "model_id": model_id,
-        "sample_rate": str(sample_rate),
-        "embedding_dim": str(embedding_dim),
-        "min_samples": str(min_samples),
-        "max_seconds": str(max_seconds),
-        "vad": "true" if vad else "false",
-        "config": json.dumps(config),
-        "backend": json.dumps(backend.to_dict()),
-        "decision": json.dumps(None if decision is None else decision.to_dict()),
-        "threshold": "" if decision is None else f"{decision.threshold:.6f}",
-        "evaluation": json.dumps(evaluation),
+    evaluation: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write a model file (see module doc); returns its path. Only a release writes one
+    (:mod:`voiceprint.release`, ``voiceprint calibrate --out`` for a user's domain)."""
+    payload = {
+        "format": MODEL_FORMAT,
+        "kind": "model",
+        "model_id": model_id_of(encoder, backend),
+        "inference": {k: inference[k] for k in INFERENCE_KEYS},
+        "encoder": encoder,
+        "backend": backend.to_dict(),
+        "evaluation": evaluation,
+        "provenance": provenance or {},
     }
-    return {ONNX_PREFIX + k: v for k, v in values.items()}
+    return _write(path, payload)
 
 
-def parse_onnx_metadata(meta: dict[str, str], path: str | Path) -> dict[str, Any]:
-    """Validated values of an exported model's metadata; ValueError naming ``path`` and
-    the key for anything missing, malformed or out of range (never used half-read)."""
+def read_model(path: str | Path) -> dict[str, Any]:
+    """A model file in the current shape (:func:`migrate_model`), its inference spec
+    validated (:func:`inference_spec`). A training state is refused, naming the file."""
+    payload = _read(path, "model")
+    return migrate_model(payload, path)
 
-    def get(key: str, default: str | None = None) -> str:
-        value = meta.get(ONNX_PREFIX + key, default)
-        if value is None:
-            raise ValueError(f"{path}: model metadata lacks {ONNX_PREFIX}{key}")
-        return value
 
-    if ONNX_PREFIX + "model_id" not in meta:
-        raise ValueError(f"{path} was not exported by voiceprint (no model metadata)")
-    try:
-        out: dict[str, Any] = {
-            "format": int(get("format", "1")),
-            "model_id": get("model_id"),
-            "sample_rate": int(get("sample_rate")),
-            "embedding_dim": int(get("embedding_dim")),
-            "min_samples": int(get("min_samples", "0")),
-            "max_seconds": float(get("max_seconds", "0")),
-            "vad": get("vad", "false") == "true",
-            "config": json.loads(get("config", "null")),
-            "evaluation": json.loads(get("evaluation", "null")),
-        }
-        backend = Backend.from_dict(json.loads(get("backend", "null")))
-        if backend.decision is None:  # files before the scorer kept only a decision
-            stored = json.loads(get("decision", "null"))
-            backend.decision = Decision.from_dict(stored) if stored else None
-    except (ValueError, TypeError, KeyError) as err:
-        raise ValueError(f"{path}: malformed voiceprint metadata: {err}") from err
-    if out["format"] > ONNX_FORMAT:
+def migrate_model(payload: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Every format migration of model files: any format this version reads, in the
+    shape of MODEL_FORMAT. Format 1 (a training checkpoint that shipped) keeps its model
+    id, weights, back-end, decision and evaluation; its recipe becomes provenance."""
+    version = payload.get("format")
+    if payload.get("kind") == "train_state":
         raise ValueError(
-            f"{path}: metadata format {out['format']} is newer than this voiceprint reads "
-            f"({ONNX_FORMAT}): upgrade voiceprint"
+            f"{path} is a training state, not a model: release it with 'voiceprint train' "
+            "(it resumes and then writes model.pth)"
         )
-    if not 0 < out["sample_rate"] <= 192_000 or not 0 < out["embedding_dim"] <= 65_536:
+    if version == MODEL_FORMAT:
+        out = dict(payload)
+    elif version == LEGACY_FORMAT:
+        try:
+            config = from_dict(payload["config"])
+            backend = payload.get("backend")
+            if payload.get("decision") and not (backend or {}).get("decision"):
+                backend = {**(backend or {}), "decision": payload["decision"]}  # before scorer
+            out = {
+                "format": MODEL_FORMAT,
+                "kind": "model",
+                "model_id": payload["model_id"],
+                "inference": inference_of(config, int(payload["feat_dim"])),
+                "encoder": payload["model"],
+                "backend": backend,
+                "evaluation": payload.get("evaluation"),
+                "provenance": {
+                    "recipe": payload["config"],
+                    "epochs": payload.get("epoch"),
+                    "history": payload.get("history", []),
+                },
+            }
+        except (KeyError, TypeError, ConfigError) as err:
+            raise ValueError(f"model {path} (format 1) is incomplete: {err}") from err
+    elif isinstance(version, int) and version > MODEL_FORMAT:
         raise ValueError(
-            f"{path}: implausible metadata (sample_rate {out['sample_rate']}, "
-            f"embedding_dim {out['embedding_dim']})"
+            f"model {path} has format {version}, newer than this voiceprint reads "
+            f"({MODEL_FORMAT}): upgrade voiceprint"
         )
-    if backend.dim not in (None, out["embedding_dim"]):
-        raise ValueError(
-            f"{path}: back-end is for {backend.dim}-dim embeddings, the model gives "
-            f"{out['embedding_dim']}"
-        )
-    if not isinstance(out["evaluation"], (dict, type(None))):
-        raise ValueError(f"{path}: {ONNX_PREFIX}evaluation must be a mapping")
-    out["backend"] = backend
+    else:
+        raise ValueError(f"model {path} is not a voiceprint model (format {version!r})")
+    out["inference"] = inference_spec(out.get("inference"), path)
     return out
 
 
-_METADATA_FIELD = 14  # ModelProto.metadata_props (repeated StringStringEntryProto)
+def inference_of(config: ExperimentConfig, feat_dim: int) -> dict[str, Any]:
+    """The inference spec of a model trained with ``config`` (features ``feat_dim`` wide)."""
+    values = config.to_dict()
+    return {
+        "sample_rate": config.features.sample_rate,
+        "features": values["features"],
+        "model": values["model"],
+        "feat_dim": feat_dim,
+        "max_seconds": config.eval.max_seconds,
+        "vad": config.eval.vad,
+    }
 
 
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """An ONNX file's ``metadata_props`` (key -> value), read from the top-level protobuf
-    fields of its ModelProto without loading the graph (milliseconds, no onnx or
-    onnxruntime needed). ValueError naming ``path`` when it is not a well-formed model."""
-    path = Path(path)
-    meta: dict[str, str] = {}
+def inference_spec(values: Any, path: str | Path) -> dict[str, Any]:
+    """``values`` with the keys this version knows; the others (of a newer version, or
+    inside ``features``/``model``) are dropped with a warning naming them. ValueError
+    naming the file when a needed one is missing or malformed."""
+    if not isinstance(values, dict):
+        raise ValueError(f"model {path} has no inference spec")
+    unknown = sorted(set(values) - set(INFERENCE_KEYS))
+    defaults = from_dict({})
+    known = {"features": defaults.features, "model": defaults.model}
+    spec = {k: values[k] for k in INFERENCE_KEYS if k in values}
+    for section, default in known.items():
+        part = spec.get(section)
+        if not isinstance(part, dict):
+            raise ValueError(f"model {path}: inference.{section} is missing or malformed")
+        fields = set(vars(default))
+        unknown += [f"{section}.{k}" for k in sorted(set(part) - fields)]
+        spec[section] = {k: v for k, v in part.items() if k in fields}
+    missing = [k for k in INFERENCE_KEYS if k not in spec]
+    if missing:
+        raise ValueError(f"model {path}: inference spec lacks {', '.join(missing)}")
+    if unknown:
+        warnings.warn(
+            f"{path}: ignoring inference settings this voiceprint does not know "
+            f"({', '.join(unknown)}); it was probably written by a newer version",
+            UserWarning,
+            stacklevel=3,
+        )
+    return spec
+
+
+def recipe_of(values: dict[str, Any] | None, path: str | Path) -> ExperimentConfig | None:
+    """The recipe a model carries as provenance, or None (with a warning) when this
+    version cannot read it: inference never needs it, only ``evaluate`` defaults."""
+    if not values:
+        return None
     try:
-        with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            while f.tell() < size:
-                _, value = _proto_field(f, wanted=(_METADATA_FIELD,))
-                if value is not None:
-                    entry = io.BytesIO(value)
-                    pair = {1: b"", 2: b""}  # StringStringEntryProto: key = 1, value = 2
-                    while entry.tell() < len(value):
-                        number, text = _proto_field(entry, wanted=(1, 2))
-                        if text is not None:
-                            pair[number] = text
-                    meta[pair[1].decode("utf-8")] = pair[2].decode("utf-8")
-            if f.tell() > size:
-                raise ValueError("truncated")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a well-formed ONNX model ({err})") from err
-    return meta
+        return from_dict(values)
+    except (ConfigError, TypeError, ValueError) as err:
+        warnings.warn(
+            f"{path}: its training recipe does not parse in this version ({err}); it still "
+            "runs, but evaluate needs --config",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
 
 
-def _proto_field(f: BinaryIO, wanted: tuple[int, ...]) -> tuple[int, bytes | None]:
-    """Read one protobuf field at ``f``'s position: (its number, its bytes when it is a
-    length-delimited field in ``wanted``, else None: skipped without reading)."""
-    tag = _varint(f)
-    number, wire = tag >> 3, tag & 7
-    if wire == 0:
-        _varint(f)
-    elif wire == 2:
-        length = _varint(f)
-        if number not in wanted:
-            f.seek(length, os.SEEK_CUR)  # e.g. the graph: never read
-            return number, None
-        data = f.read(length)
-        if len(data) != length:
-            raise ValueError("truncated")
-        return number, data
-    elif wire in (1, 5):
-        f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
-    else:
-        raise ValueError(f"unexpected protobuf wire type {wire}")
-    return number, None
+# ------------------------------------------------------------------------ training state
 
 
-def _varint(f: BinaryIO) -> int:
-    """A protobuf base-128 varint."""
-    value = shift = 0
-    while shift < 64:
-        byte = f.read(1)
-        if not byte:
-            raise ValueError("truncated")
-        value |= (byte[0] & 0x7F) << shift
-        if byte[0] < 0x80:
-            return value
-        shift += 7
-    raise ValueError("varint too long")
+def save_train_state(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write the trainer's state (see module doc) atomically; only the trainer does."""
+    return _write(path, {**state, "format": TRAIN_STATE_FORMAT, "kind": "train_state"})
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """The trainer's state; a format-1 checkpoint resumes too (its last weights are
+    ``model_last``)."""
+    state = _read(path, "training state")
+    if state["format"] == LEGACY_FORMAT:
+        state = dict(state)
+        state["model"] = state.pop("model_last", state["model"])
+    elif state.get("kind") != "train_state":
+        raise ValueError(f"{path} is not a training state")
+    return state
 
 
 def write_backend(model: str | Path, backend: Backend, out: str | Path) -> Path:
@@ -299,9 +333,14 @@ def write_backend(model: str | Path, backend: Backend, out: str | Path) -> Path:
         onnx.save_model(proto, str(tmp))
         os.replace(tmp, out)
         return out
-    payload = load_checkpoint(model)
+    payload = read_model(model)
     if backend_of(payload).identity() != backend.identity():
         raise ValueError(f"{model}: a new back-end may change the calibration only")
-    payload["backend"] = backend.to_dict()
-    payload.pop("decision", None)
-    return save_checkpoint(out, payload)
+    return write_model(
+        out,
+        encoder=payload["encoder"],
+        inference=payload["inference"],
+        backend=backend,
+        evaluation=payload["evaluation"],
+        provenance={**payload["provenance"], "recalibrated_from": str(model)},
+    )

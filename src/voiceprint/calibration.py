@@ -1,9 +1,10 @@
 """Fit a model's scorer: the back-end on training speakers, calibration on held-out ones.
 
     backend = fit_backend(embedder, train_utts, heldout_utts, config.eval)
-    release(checkpoint, config)              # the same, written into the checkpoint
 
-(``voiceprint calibrate``, a copy calibrated on the user's recordings, is
+(:mod:`voiceprint.release` fits it for a trained model and writes ``model.pth``;
+
+``voiceprint calibrate``, a copy calibrated on the user's recordings, is
 :mod:`voiceprint.recalibration`.)
 
 * Mean, LDA projection and AS-norm cohort come from the training speakers' embeddings
@@ -23,17 +24,15 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from voiceprint import metrics
-from voiceprint.config import EvalConfig, ExperimentConfig
+from voiceprint.config import EvalConfig
 from voiceprint.data.corpus import Utterance, by_speaker, corpus_of
 from voiceprint.data.trials import TrialSet, enroll_trials, pair_trials
 from voiceprint.embedder import Embedder
-from voiceprint.experiment import Experiment
 from voiceprint.metrics import bayes_threshold
 from voiceprint.scoring import Backend, Decision, ScoreCalibration, Scorer, trial_quality
 
@@ -279,20 +278,20 @@ def fit_calibration(
     )
 
 
-def embed_by_utt(
-    embedder: Embedder, utts: Sequence[Utterance], progress: bool
-) -> dict[str, np.ndarray]:
-    return embed_measured_by_utt(embedder, utts, progress)[0]
-
-
 def embed_measured_by_utt(
     embedder: Embedder, utts: Sequence[Utterance], progress: bool
-) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Each clip's embedding (D,) and net speech (s), by utterance id."""
-    emb, seconds, _ = embedder.embed_files_measured([u.path for u in utts], progress=progress)
+) -> tuple[dict[str, np.ndarray], dict[str, float], list[str]]:
+    """Each clip's embedding (D,) and net speech (s), by utterance id, and the ids of the
+    clips in which the speech check found no speech (embedded whole, not refused)."""
+    policy = replace(embedder.policy, refuse=False)
+    emb, seconds, silent = embedder.embed_files_measured(
+        [u.path for u in utts], progress=progress, policy=policy
+    )
+    silent_paths = set(silent)
     return (
         {u.utt: emb[i] for i, u in enumerate(utts)},
         {u.utt: float(seconds[i]) for i, u in enumerate(utts)},
+        [u.utt for u in utts if str(u.path) in silent_paths],
     )
 
 
@@ -314,8 +313,16 @@ def fit_backend(
         if ecfg.calibrate:
             log.warning("eval.calibrate is on but no speakers were held out: not calibrated")
         return backend
+    emb, speech, silent = embed_measured_by_utt(embedder, heldout, progress)
+    if silent:
+        # a deployed decision refuses these clips, so no calibration trial uses them
+        log.warning(
+            "%d held-out clips without speech left out of calibration: %s",
+            len(silent),
+            ", ".join(silent[:5]) + (" ..." if len(silent) > 5 else ""),
+        )
+        heldout = [u for u in heldout if u.utt not in set(silent)]
     trial_set = enroll_style_trials(heldout, ecfg.calibration_enroll_utts, corpora)
-    emb, speech = embed_measured_by_utt(embedder, heldout, progress)
     info = {
         "kind": "held-out training speakers",
         "enroll_utts": ecfg.calibration_enroll_utts,
@@ -344,30 +351,3 @@ def fit_backend(
         fitted.provenance["act_dcf"],
     )
     return fitted
-
-
-def release(checkpoint: str | Path, config: ExperimentConfig, progress: bool = True) -> Backend:
-    """Fit the back-end of ``config.eval`` on the experiment's prepared lists and write it
-    into ``checkpoint`` (its model id then covers the back-end too); returns it."""
-    from voiceprint.artifact import load_checkpoint, save_checkpoint
-
-    lists = Experiment(config).lists
-    embedder = Embedder.from_checkpoint(checkpoint)
-    backend = fit_backend(
-        embedder,
-        lists.train,
-        lists.heldout,
-        config.eval,
-        corpora=list(config.data.corpora),
-        seed=config.seed,
-        progress=progress,
-        source={"folder": str(lists.calibration_dir)},
-    )
-    payload = load_checkpoint(checkpoint)
-    payload["backend"] = backend.to_dict()
-    payload["config"]["eval"] = config.to_dict()["eval"]  # the settings it was fitted with
-    payload.pop("evaluation", None)  # measured through another back-end
-    if backend.decision is not None:
-        payload.pop("decision", None)  # the back-end's decision replaces a stored one
-    save_checkpoint(checkpoint, payload)
-    return backend

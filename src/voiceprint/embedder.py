@@ -1,10 +1,10 @@
 """Turn audio into speaker embeddings with a trained model.
 
-    emb = Embedder.from_checkpoint("exp/lab/xvector_gap_softmax_checkpoint.pth")
+    emb = Embedder.from_checkpoint("exp/lab/model.pth")
     vector = emb.embed(wave, sr)          # (D,) float32
     matrix = emb.embed_files(paths)       # (N, D) float32, batched, with a progress bar
 
-    emb = load_embedder("model.onnx")     # checkpoint, experiment folder or ONNX file
+    emb = load_embedder("model.onnx")     # model.pth, experiment folder or ONNX file
     done = emb.embed_files_measured(paths, policy=SpeechPolicy(refuse=False))
     done.embeddings, done.seconds, done.no_speech
 
@@ -32,9 +32,9 @@ import numpy as np
 from tqdm import tqdm
 
 from voiceprint import audio
-from voiceprint.artifact import backend_of, load_checkpoint
-from voiceprint.config import ExperimentConfig, from_dict
-from voiceprint.experiment import find_checkpoint
+from voiceprint.artifact import backend_of, read_model, recipe_of
+from voiceprint.config import ExperimentConfig, FeatureConfig, ModelConfig
+from voiceprint.experiment import find_model
 from voiceprint.runners import OnnxRunner, Runner, TorchRunner
 from voiceprint.scoring import Decision, Scorer
 from voiceprint.speech import Speech, SpeechPolicy, find_speech
@@ -96,28 +96,38 @@ class Embedder:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Embedder:
-        """Rebuild front-end and encoder from a checkpoint alone (torch)."""
+        """Rebuild front-end and encoder from a model file (``model.pth``, or a format-1
+        checkpoint) alone, with torch; reads its inference spec, never its recipe."""
+        payload = read_model(path)
+        return cls.from_model(payload, device, recipe_of(payload["provenance"].get("recipe"), path))
+
+    @classmethod
+    def from_model(
+        cls,
+        payload: dict[str, Any],
+        device: str = "cpu",
+        config: ExperimentConfig | None = None,
+    ) -> Embedder:
+        """An embedder for a model payload (:func:`voiceprint.artifact.read_model`'s shape:
+        inference spec, encoder weights, back-end, model id); ``config``: its recipe."""
         from voiceprint.encoder import SpeakerEncoder
         from voiceprint.features import build_frontend
         from voiceprint.models import build_model
 
-        payload = load_checkpoint(path)
-        config = from_dict(payload["config"])
-        frontend = build_frontend(config.features)
-        model = build_model(config.model, frontend.dim)
-        model.load_state_dict(payload["model"])
-        backend = backend_of(payload)
-        if backend.decision is None and payload.get("decision"):  # models before the scorer
-            backend.decision = Decision.from_dict(payload["decision"])
-        spec = InferenceSpec(
-            sample_rate=config.features.sample_rate,
+        spec = payload["inference"]
+        frontend = build_frontend(FeatureConfig(**spec["features"]))
+        model = build_model(ModelConfig(**spec["model"]), frontend.dim)
+        model.load_state_dict(payload["encoder"])
+        inference = InferenceSpec(
+            sample_rate=int(spec["sample_rate"]),
             model_id=payload["model_id"],
-            max_seconds=config.eval.max_seconds,
-            vad=config.eval.vad,
+            max_seconds=float(spec["max_seconds"]),
+            vad=bool(spec["vad"]),
             config=config,
             evaluation=payload.get("evaluation"),
         )
-        return cls(TorchRunner(SpeakerEncoder(frontend, model), device), spec, Scorer(backend))
+        runner = TorchRunner(SpeakerEncoder(frontend, model), device)
+        return cls(runner, inference, Scorer(backend_of(payload)))
 
     @classmethod
     def from_onnx(cls, path: str | Path, threads: int = 2) -> Embedder:
@@ -130,7 +140,7 @@ class Embedder:
             model_id=info["model_id"],
             max_seconds=info["max_seconds"],
             vad=info["vad"],
-            config=from_dict(info["config"]) if info["config"] else None,
+            config=recipe_of(info["config"], path),
             evaluation=info["evaluation"],
         )
         return cls(runner, spec, Scorer(info["backend"]))
@@ -363,7 +373,7 @@ def OnnxEmbedder(path: str | Path, threads: int = 2) -> Embedder:
 def load_embedder(
     path: str | Path, *, threads: int = 2, device: str = "cpu", precision: str = "auto"
 ) -> Embedder:
-    """An embedder for a checkpoint (.pth), an experiment folder or an ONNX file (.onnx).
+    """An embedder for a model file (.pth), an experiment folder or an ONNX file (.onnx).
 
     For an ONNX file, ``precision`` picks the file that runs
     (:func:`voiceprint.quantize.choose_precision`): ``"fp32"`` the file itself, ``"int8"``
@@ -372,7 +382,7 @@ def load_embedder(
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        return Embedder.from_checkpoint(find_checkpoint(path), device=device)
+        return Embedder.from_checkpoint(find_model(path), device=device)
     if path.suffix.lower() == ".onnx":
         from voiceprint.quantize import choose_precision
 

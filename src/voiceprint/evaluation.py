@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 
 from voiceprint import metrics, plots
-from voiceprint.artifact import load_checkpoint, save_checkpoint
 from voiceprint.config import ExperimentConfig, apply_overrides
 from voiceprint.data.corpus import CorpusError, by_speaker
 from voiceprint.data.layouts import open_corpus
 from voiceprint.data.protocol import prepare_test, write_test_folder
 from voiceprint.data.trials import Trial, TrialSet
 from voiceprint.embedder import Embedder, load_embedder
-from voiceprint.experiment import LLR_FILE, RESULTS_FILE, SCORES_FILE, Experiment, find_checkpoint
+from voiceprint.experiment import LLR_FILE, RESULTS_FILE, SCORES_FILE, Experiment, find_model
 from voiceprint.scoring import Decision, Scorer
 
 log = logging.getLogger(__name__)
@@ -85,24 +84,6 @@ BACKEND_KEYS = (
     "quality_calibration",
     "far_per_corpus",
     "min_speech_seconds",
-)
-
-# The summary a model carries of its dev-set evaluation (checkpoint "evaluation", ONNX
-# metadata "voiceprint.evaluation").
-SUMMARY_KEYS = (
-    "eer",
-    "eer_ci95",
-    "eer_threshold",
-    "min_dcf",
-    "min_dcf_ci95",
-    "act_dcf",
-    "act_dcf_ci95",
-    "p_target",
-    "n_target",
-    "n_nontarget",
-    "n_speakers",
-    "trials",
-    "test_folder",
 )
 
 
@@ -220,6 +201,7 @@ def evaluate(
     overrides: list[str] | None = None,
     progress: bool = True,
     trial_list: str | None = None,
+    embedder: Embedder | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model file through its own scorer; returns (and writes) the results.
 
@@ -228,14 +210,16 @@ def evaluate(
     a Kaldi folder ``data_dir`` (with ``trials_pairs``/``trials`` or made by the config's
     protocol), or a VoxCeleb1/CN-Celeb ``root``'s official list (``trial_list`` names another
     one). ``overrides`` change evaluation settings only (``eval.asnorm_top=0``);
-    back-end ones refit the back-end from the experiment's lists. On the experiment's own
-    dev set with its own back-end, the summary is recorded in the checkpoint, so the
-    model (and its ONNX export) carries the figures it was measured at.
+    back-end ones refit the back-end from the experiment's lists. The model file is only
+    read: the summary a model carries is written by the release step
+    (:mod:`voiceprint.release`), which passes the ``embedder`` it is about to write to
+    ``model``.
     """
     model = Path(model).expanduser()
     is_onnx = model.suffix.lower() == ".onnx"
-    checkpoint = None if is_onnx else find_checkpoint(model)
-    embedder = load_embedder(model if is_onnx else checkpoint)  # type: ignore[arg-type]
+    checkpoint = None if is_onnx else (model if embedder is not None else find_model(model))
+    if embedder is None:
+        embedder = load_embedder(model if is_onnx else checkpoint)  # type: ignore[arg-type]
     config = embedder.config
     if config is None:
         raise ValueError(f"{model} carries no config: it cannot be evaluated")
@@ -338,8 +322,6 @@ def evaluate(
         plots.plot_score_histogram(
             target, nontarget, out / "scores.png", threshold=results["eer_threshold"]
         )
-    if default_set and checkpoint is not None:
-        record_evaluation(checkpoint, results)
     log.info(
         "EER %.2f%% (95%% CI %.2f-%.2f), minDCF(%.2g) %.4f%s -> %s",
         100 * results["eer"],
@@ -372,12 +354,3 @@ def describe(scorer: Scorer) -> dict[str, Any]:
         "cohort": 0 if backend.cohort is None else int(backend.cohort.shape[0]),
         "calibrated": scorer.calibrated,
     }
-
-
-def record_evaluation(checkpoint: Path, results: dict[str, Any]) -> None:
-    """Keep the dev-set summary with the model (exported with it to ONNX)."""
-    payload = load_checkpoint(checkpoint)
-    if payload["model_id"] != results["model_id"]:
-        raise ValueError(f"{checkpoint} changed while it was evaluated")
-    payload["evaluation"] = {k: results[k] for k in SUMMARY_KEYS if k in results}
-    save_checkpoint(checkpoint, payload)

@@ -3,7 +3,8 @@
     exp/<name>/
       data/train/ data/calibration/ data/test/   the prepared Kaldi lists (prepare)
       data/settings.json                         the data settings they were drawn with
-      <model>_<pooling>_<loss>_checkpoint.pth    the model (train, release)
+      train_state.pth                            what training resumes from (train)
+      model.pth                                  the model that ships (release only)
       config.yaml  training.png                  the resolved recipe, training curves
       results.json scores.txt llr.txt            the dev-set evaluation, with roc.png,
       roc.png det.png scores.png                 det.png and scores.png
@@ -12,9 +13,11 @@
 
     exp = Experiment(config)
     prepared = exp.prepare()          # or exp.prepared(): the lists, if still valid
-    exp.checkpoint                    # exp/<name>/xvector_gap_softmax_checkpoint.pth
+    exp.train_state, exp.model_file   # exp/<name>/train_state.pth, exp/<name>/model.pth
 
-Imports nothing heavy: inference (``find_checkpoint``) goes through here.
+Experiments of format 1 hold one ``<model>_<pooling>_<loss>_checkpoint.pth`` instead of
+both; they still load and resume (``legacy_checkpoint``). Imports nothing heavy:
+inference (``find_model``) goes through here.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from voiceprint.data.corpus import Utterance, read_kaldi_dir
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_SUFFIX = "_checkpoint.pth"
+CHECKPOINT_SUFFIX = "_checkpoint.pth"  # format 1: model and training state in one file
+MODEL_FILE = "model.pth"
+TRAIN_STATE_FILE = "train_state.pth"
 SETTINGS_FILE = "settings.json"
 RESULTS_FILE = "results.json"
 SCORES_FILE = "scores.txt"
@@ -143,15 +148,27 @@ class Experiment:
     # -- training and the model ------------------------------------------------------------
 
     @property
-    def checkpoint_name(self) -> str:
-        """``<model>_<pooling>_<loss>_checkpoint.pth``, e.g. xvector_gap_softmax_checkpoint.pth."""
-        model, loss = self.config.model, self.config.loss
-        return f"{model.name}_{model.pooling}_{loss.name}{CHECKPOINT_SUFFIX}"
+    def train_state(self) -> Path:
+        """What training writes after every epoch and resumes from (never shipped)."""
+        return self.folder / TRAIN_STATE_FILE
 
     @property
-    def checkpoint(self) -> Path:
-        """The model: what training writes and resumes from, and release completes."""
-        return self.folder / self.checkpoint_name
+    def model_file(self) -> Path:
+        """The model that ships: written by the release step only."""
+        return self.folder / MODEL_FILE
+
+    @property
+    def legacy_checkpoint(self) -> Path:
+        """``<model>_<pooling>_<loss>_checkpoint.pth``: model and state of format 1."""
+        model, loss = self.config.model, self.config.loss
+        return self.folder / f"{model.name}_{model.pooling}_{loss.name}{CHECKPOINT_SUFFIX}"
+
+    def resumable_state(self) -> Path | None:
+        """The training state to resume from (a format-1 checkpoint too), or None."""
+        for path in (self.train_state, self.legacy_checkpoint):
+            if path.is_file():
+                return path
+        return None
 
     @property
     def config_file(self) -> Path:
@@ -182,20 +199,29 @@ class Experiment:
         return self.folder / SCORES_FILE
 
 
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or the one ``*_checkpoint.pth`` in an experiment folder.
+def find_model(path: str | Path) -> Path:
+    """A model file as given, or the experiment folder's ``model.pth`` (or its one
+    format-1 ``*_checkpoint.pth``).
 
-    Clear errors for a path that does not exist and for a folder with none or several.
+    Clear errors for a path that does not exist, a folder without a released model and
+    a folder with several.
     """
     path = Path(path).expanduser()
     if path.is_file():
         return path
     if not path.is_dir():
-        raise FileNotFoundError(f"experiment {path} does not exist")
-    found = sorted(path.glob(f"*{CHECKPOINT_SUFFIX}")) or sorted(path.glob("*.pth"))
-    if not found:
-        raise FileNotFoundError(f"no *{CHECKPOINT_SUFFIX} in experiment folder {path}")
+        raise FileNotFoundError(f"model or experiment {path} does not exist")
+    if (path / MODEL_FILE).is_file():
+        return path / MODEL_FILE
+    found = sorted(path.glob(f"*{CHECKPOINT_SUFFIX}"))
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise ValueError(f"several checkpoints in {path} ({names}): pass one of them")
-    return found[0]
+    if found:
+        return found[0]
+    if (path / TRAIN_STATE_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path} holds a training state but no {MODEL_FILE}: training was not released "
+            "(run 'voiceprint train' with its config again: it resumes, then releases)"
+        )
+    raise FileNotFoundError(f"no {MODEL_FILE} in experiment folder {path}")

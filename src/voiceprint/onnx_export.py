@@ -1,6 +1,6 @@
 """Export a trained model (front-end + encoder) to one ONNX file.
 
-    export_onnx("exp/ecapa/ecapa_tdnn_asp_aamsoftmax_checkpoint.pth", "model.onnx")
+    export_onnx("exp/ecapa/model.pth", "model.onnx")
     OnnxEmbedder("model.onnx").embed_file("a.wav")      # onnxruntime, no torch work
 
 The graph maps ``wave`` (B, N) float32 zero-padded waveforms at the model's sample rate
@@ -32,10 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from voiceprint.artifact import onnx_metadata
+from voiceprint.artifact import evaluation_summary
 from voiceprint.embedder import Embedder, load_embedder
 from voiceprint.encoder import SpeakerEncoder
-from voiceprint.experiment import find_checkpoint
+from voiceprint.experiment import find_model
+from voiceprint.onnx_metadata import onnx_metadata
 from voiceprint.runners import OnnxRunner, TorchRunner
 
 EXPORT_FORMAT = 1
@@ -71,17 +72,6 @@ class ExportableEncoder(nn.Module):
         return self.model(feats, frames)
 
 
-EVALUATION_KEYS = (
-    "eer",
-    "eer_ci95",
-    "eer_threshold",
-    "min_dcf",
-    "n_target",
-    "n_nontarget",
-    "test_folder",
-)
-
-
 def evaluation_of(checkpoint: Path, model_id: str) -> dict | None:
     """The summary of ``results.json`` beside ``checkpoint`` if it evaluated this model."""
     results = checkpoint.parent / "results.json"
@@ -93,7 +83,7 @@ def evaluation_of(checkpoint: Path, model_id: str) -> dict | None:
         return None
     if values.get("model_id") != model_id:
         return None
-    return {key: values[key] for key in EVALUATION_KEYS if key in values}
+    return evaluation_summary(values)
 
 
 @contextlib.contextmanager
@@ -136,7 +126,7 @@ def export_onnx(
 ) -> Path:
     """Write the checkpoint's front-end + encoder as one ONNX file at ``out_path``.
 
-    ``checkpoint`` is a .pth file, an experiment folder or a torch :class:`Embedder`.
+    ``checkpoint`` is a model file (.pth), an experiment folder or a torch :class:`Embedder`.
     With ``check``, the file is run once on onnxruntime and compared with torch on a
     padded batch (ValueError when they differ by more than 1e-3).
     """
@@ -152,7 +142,7 @@ def export_onnx(
         embedder = checkpoint
     else:
         path = Path(checkpoint)
-        path = find_checkpoint(path) if path.is_dir() else path
+        path = find_model(path)
         embedder = load_embedder(path)
         evaluation = evaluation_of(path, embedder.model_id)
     evaluation = embedder.evaluation or evaluation

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voiceprint.artifact import ONNX_PREFIX, read_onnx_metadata
+from voiceprint.onnx_metadata import ONNX_PREFIX, read_onnx_metadata
 
 log = logging.getLogger(__name__)
 

@@ -89,8 +89,14 @@ def recalibrate(
     if model.resolve() == out.resolve():
         raise ValueError(f"calibrate writes a copy: --out must differ from {model}")
     embedder = load_embedder(model)
-    trial_set = enroll_style_trials(utts, enroll_utts)
-    emb, speech = embed_measured_by_utt(embedder, trial_set.utts, progress)
+    emb, speech, silent = embed_measured_by_utt(embedder, utts, progress)
+    if silent:
+        warnings.warn(
+            f"{len(silent)} clips without speech left out (a decision refuses them): "
+            + ", ".join(silent[:5]),
+            stacklevel=2,
+        )
+    trial_set = enroll_style_trials([u for u in utts if u.utt not in set(silent)], enroll_utts)
     labels = trial_set.labels
     sides = trial_set.side_seconds(speech)
     # What the model as it is decides on this data, before it is recalibrated.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from voiceprint.artifact import parse_onnx_metadata
+from voiceprint.onnx_metadata import parse_onnx_metadata
 from voiceprint.quantize import PRECISION_KEY
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class OnnxRunner:
 
     The graph takes ``wave`` (B, N) float32 and ``lengths`` (B,) int64 and returns
     ``embedding`` (B, D). The file's metadata is validated when it opens: ``metadata``
-    holds it as stored, ``settings`` as :func:`artifact.parse_onnx_metadata` reads it
+    holds it as stored, ``settings`` as :func:`onnx_metadata.parse_onnx_metadata` reads it
     (model id, sample rate, back-end, limits, config, evaluation). ``threads`` sets
     onnxruntime's intra-op threads; ``precision`` is "int8" for a quantized copy.
     """

@@ -1,5 +1,6 @@
-"""Lab stages: ``prepare``, ``train`` (ending with the back-end fit), ``evaluate`` and
-``run`` (all three); corpora as distributed: ``download`` and ``lists``."""
+"""Lab stages: ``prepare``, ``train`` (ending with the release of ``model.pth``: back-end
+fit and dev-set evaluation), ``evaluate`` and ``run`` (all three); corpora as
+distributed: ``download`` and ``lists``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from voiceprint.config import ExperimentConfig, load_config
 
@@ -57,9 +59,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if prepared is None:
         log.info("%s: preparing the data", reason)
         prepared = experiment.prepare(progress=not args.quiet)
-    path = train(config, prepared, resume=args.resume, progress=not args.quiet)
-    release_backend(path, config, not args.quiet)
-    print(f"checkpoint: {path}")
+    train(config, prepared, resume=args.resume, progress=not args.quiet)
+    released = release_model(config, not args.quiet)
+    if released is not None:
+        print(f"model: {released[0]}")
     return 0
 
 
@@ -96,13 +99,15 @@ def cmd_shard(args: argparse.Namespace) -> int:
     return 0
 
 
-def release_backend(checkpoint: Path, config: ExperimentConfig, progress: bool) -> None:
-    """Fit the scorer's back-end into the trained checkpoint (on the main process only)."""
+def release_model(
+    config: ExperimentConfig, progress: bool
+) -> tuple[Path, dict[str, Any] | None] | None:
+    """Release the trained experiment as ``model.pth`` (on the main process only)."""
     if int(os.environ.get("RANK", "0")) != 0:
-        return
-    from voiceprint.calibration import release
+        return None
+    from voiceprint.release import release
 
-    release(checkpoint, config, progress=progress)
+    return release(config, progress=progress)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -188,16 +193,17 @@ def cmd_lists(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from voiceprint.evaluation import evaluate
     from voiceprint.experiment import Experiment
     from voiceprint.training.trainer import train
 
     config = _config(args)
     experiment = Experiment(config)
     prepared = experiment.prepare(progress=not args.quiet)
-    checkpoint = train(config, prepared, resume=args.resume, progress=not args.quiet)
-    release_backend(checkpoint, config, not args.quiet)
-    results = evaluate(checkpoint, progress=not args.quiet)
+    train(config, prepared, resume=args.resume, progress=not args.quiet)
+    released = release_model(config, not args.quiet)
+    if released is None or released[1] is None:
+        return 0
+    results = released[1]
     actual = f", actual DCF {results['act_dcf']:.3f}" if "act_dcf" in results else ""
     print(
         f"{config.name}: EER {100 * results['eer']:.2f}% "

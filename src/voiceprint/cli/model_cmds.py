@@ -255,10 +255,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("export", help="write a checkpoint as one ONNX file")
+    p = sub.add_parser("export", help="write a model file (.pth) as one ONNX file")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--exp", help="experiment folder holding one *_checkpoint.pth")
-    source.add_argument("--checkpoint", help="checkpoint file (.pth)")
+    source.add_argument("--exp", help="experiment folder holding its released model.pth")
+    source.add_argument("--checkpoint", help="model file (.pth)")
     p.add_argument("--out", required=True, help="output path, e.g. model.onnx")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     int8 = p.add_mutually_exclusive_group()

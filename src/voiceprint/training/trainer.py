@@ -2,7 +2,7 @@
 
 Runs as one CPU process or under ``torchrun`` with DistributedDataParallel (gloo on CPU,
 nccl on GPU). Rank 0 shows a progress bar, logs one line per epoch, draws the training
-curves and writes a resumable checkpoint after every epoch.
+curves and writes its training state (``train_state.pth``, resumable) after every epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from voiceprint.allocator import keep_freed_memory
-from voiceprint.artifact import load_checkpoint, save_checkpoint
+from voiceprint.artifact import load_train_state, save_train_state
 from voiceprint.config import ExperimentConfig, TrainConfig, save_config
 from voiceprint.data.corpus import corpus_of
 from voiceprint.data.dataset import (
@@ -126,7 +126,8 @@ def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
 
 
 class Trainer:
-    """Trains one experiment; ``run()`` returns the checkpoint path."""
+    """Trains one experiment; ``run()`` returns the path of its training state (the
+    model that ships is written from it by :func:`voiceprint.release.release`)."""
 
     def __init__(
         self,
@@ -141,7 +142,7 @@ class Trainer:
         self.progress = progress
         self.dist: DistInfo = init_distributed()
         self.experiment = Experiment(config)
-        self.checkpoint_path = self.experiment.checkpoint
+        self.state_path = self.experiment.train_state
 
     def _data(self) -> tuple[CropBatches | ShardBatches, list[str]]:
         """Training batches: streamed from ``data.shards`` by DataLoader workers, or from
@@ -216,11 +217,12 @@ class Trainer:
         optimizer = _optimizer(graph, tcfg)
         start_epoch, history = 0, []
         recent: deque[dict[str, torch.Tensor]] = deque(maxlen=max(tcfg.average_last, 1))
-        if self.resume and self.checkpoint_path.is_file():
-            state = load_checkpoint(self.checkpoint_path)
+        resume_from = self.experiment.resumable_state() if self.resume else None
+        if resume_from is not None:
+            state = load_train_state(resume_from)
             if state["speakers"] != speakers:
-                raise ValueError(f"cannot resume {self.checkpoint_path}: training speakers differ")
-            graph.model.load_state_dict(state.get("model_last", state["model"]))
+                raise ValueError(f"cannot resume {resume_from}: training speakers differ")
+            graph.model.load_state_dict(state["model"])
             graph.head.load_state_dict(state["head"])
             if state.get("optimizer"):
                 optimizer.load_state_dict(state["optimizer"])
@@ -234,7 +236,7 @@ class Trainer:
                     saved["world_size"],
                     info.world_size,
                 )
-            log.info("resumed %s at epoch %d", self.checkpoint_path, start_epoch)
+            log.info("resumed %s at epoch %d", resume_from, start_epoch)
         model_graph: nn.Module = graph
         if info.enabled:
             model_graph = nn.parallel.DistributedDataParallel(
@@ -273,13 +275,12 @@ class Trainer:
                     entry["seconds"],
                     entry["cpu_seconds"],
                 )
-                final = epoch + 1 == total
-                self._save(graph, optimizer, epoch + 1, speakers, history, recent, final)
+                self._save(graph, optimizer, epoch + 1, speakers, history, recent)
             barrier(info)
         if info.is_main and start_epoch >= total:
-            log.info("%s already trained for %d epochs", self.checkpoint_path, total)
+            log.info("%s already trained for %d epochs", self.state_path, total)
         cleanup(info)
-        return self.checkpoint_path
+        return self.state_path
 
     def _epoch(
         self,
@@ -346,30 +347,23 @@ class Trainer:
         speakers: list[str],
         history: list[dict[str, Any]],
         recent: deque[dict[str, torch.Tensor]],
-        final: bool,
     ) -> None:
         from voiceprint.plots import can_draw, plot_training
 
-        last = {k: v.detach().cpu() for k, v in graph.model.state_dict().items()}
-        model_state = last
-        if final and len(recent) > 1:
-            model_state = average_states(list(recent))
-            log.info("final model: average of the last %d epochs", len(recent))
-        save_checkpoint(
-            self.checkpoint_path,
+        save_train_state(
+            self.state_path,
             {
                 "config": self.config.to_dict(),
                 "feat_dim": graph.frontend.dim,
-                "model": model_state,
-                "model_last": last,
+                "model": {k: v.detach().cpu() for k, v in graph.model.state_dict().items()},
                 "head": graph.head.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": {"kind": self.config.train.scheduler, "epoch": epoch},
                 "epoch": epoch,
+                "epochs": self.config.train.epochs + self.config.train.finetune_epochs,
                 "speakers": speakers,
                 "history": history,
                 "recent": list(recent) if self.config.train.average_last > 1 else [],
-                "averaged_epochs": len(recent) if final else 1,
                 # Random streams restart from stream_seed(seed, rank, epoch) each epoch, so
                 # these settings and the epoch fix every generator of a resumed run.
                 "rng": {
@@ -388,5 +382,5 @@ class Trainer:
 def train(
     config: ExperimentConfig, prepared: Prepared, resume: bool = False, progress: bool = True
 ) -> Path:
-    """Train ``config`` on ``prepared`` data; returns the checkpoint path."""
+    """Train ``config`` on ``prepared`` data; returns the training state's path."""
     return Trainer(config, prepared, resume=resume, progress=progress).run()
