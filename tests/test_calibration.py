@@ -262,3 +262,34 @@ def test_held_out_clips_without_speech_are_left_out_of_calibration(tmp_path: Pat
     n_target = sum(t for *_, t in expected.trials)
     assert backend.provenance["n_target"] == n_target
     assert backend.provenance["n_nontarget"] == len(expected.trials) - n_target
+
+
+def test_calibration_weights_equal_repeating_trials() -> None:
+    """Integer trial weights fit what repeating each trial that many times fits."""
+    rng = np.random.default_rng(4)
+    tar, non = rng.normal(2.0, 1.0, 200), rng.normal(-1.0, 1.5, 900)
+    w_tar, w_non = rng.integers(1, 4, tar.size), rng.integers(1, 4, non.size)
+    weighted = ScoreCalibration().fit(
+        tar, non, p_target=0.01, target_weight=w_tar, nontarget_weight=w_non
+    )
+    repeated = ScoreCalibration().fit(np.repeat(tar, w_tar), np.repeat(non, w_non), p_target=0.01)
+    assert weighted.scale == pytest.approx(repeated.scale, rel=1e-4)
+    assert weighted.offset == pytest.approx(repeated.offset, rel=1e-4)
+    with pytest.raises(ValueError, match="target weight"):
+        ScoreCalibration().fit(tar, non, target_weight=-np.ones(tar.size))
+
+
+def test_balanced_corpora_and_small_corpora_joined() -> None:
+    """Every corpus holds the same share of each class; corpora of fewer speakers than
+    asked are measured as one group, the others keep their own."""
+    utts = fake_corpus(2, 6, "a") + fake_corpus(6, 2, "b") + fake_corpus(3, 2, "c")
+    trial_set = calibration.enroll_style_trials(utts, 1, corpora=["a", "b", "c"])
+    corpus = trial_set.test_corpora(["a", "b", "c"])
+    labels = trial_set.labels
+    weight = calibration.corpus_balanced_weights(corpus, labels)
+    for cls in (labels, ~labels):
+        shares = [weight[cls & (corpus == c)].sum() for c in ("a", "b", "c")]
+        assert shares == pytest.approx([1.0, 1.0, 1.0])
+    joined = calibration.small_corpora_joined(corpus, trial_set, 3)
+    assert set(joined[corpus == "b"]) == {"b"} and set(joined[corpus == "c"]) == {"c"}
+    assert len(set(joined[corpus == "a"])) == 1 and joined[corpus == "a"][0] not in "abc"

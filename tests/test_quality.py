@@ -130,6 +130,32 @@ def test_calibration_round_trips_and_old_dicts_ignore_seconds() -> None:
         ScoreCalibration.from_dict({"scale": 1, "offset": 0, "quality": {"measure": "snr"}})
 
 
+def test_quality_is_held_at_the_shortest_fitted_trial() -> None:
+    """A trial shorter than any the calibration saw is scored as the shortest fitted one,
+    not by extrapolating the linear quality terms (which made 0-s trials accept); the
+    floor survives the round trip, and a dict without it keeps the old behaviour."""
+    rng = np.random.default_rng(3)
+    scores, labels, enroll, test = synthetic_trials(rng, 4000)
+    q = trial_quality(enroll, test)
+    aware = ScoreCalibration().fit(
+        scores[labels], scores[~labels], 0.1, target_quality=q[labels], nontarget_quality=q[~labels]
+    )
+    assert aware.quality_floor == pytest.approx(q.min())
+    shortest = float(np.minimum(enroll, test).min())
+    s = np.array([0.2, 0.5])
+    held = aware.llr(s, trial_quality(shortest, shortest))
+    assert aware.llr(s, trial_quality(0.0, 5.0)) == pytest.approx(held)
+    again = ScoreCalibration.from_dict(aware.to_dict())
+    assert again.llr(s, trial_quality(0.0, 0.0)) == pytest.approx(held)
+    data = aware.to_dict()
+    del data["quality"]["floor"]
+    unfloored = ScoreCalibration.from_dict(data)
+    c, d = aware.quality
+    q0 = trial_quality(0.0, 0.0)
+    expected = aware.scale * s + aware.offset + c * q0 + d * q0 * s
+    assert unfloored.llr(s, q0) == pytest.approx(expected)
+
+
 # ------------------------------------------------------------------------- decisions
 
 

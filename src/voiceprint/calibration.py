@@ -207,7 +207,10 @@ def fit_calibration(
     speech_by_utt: dict[str, float] | None = None,
     corpora: Sequence[str] = (),
     far_per_corpus: bool = False,
+    far_min_speakers: int = 1,
+    balance_corpora: bool = False,
     min_speech_seconds: float = 0.0,
+    decision_prior: float = 0.0,
 ) -> Backend:
     """A copy of ``scorer``'s back-end with calibration, decision and provenance fitted
     on ``trial_set``; warns when it has too few non-target trials for ``far``.
@@ -215,24 +218,31 @@ def fit_calibration(
     With ``speech_by_utt`` (net speech per clip, s) the calibration is quality-aware
     (:func:`voiceprint.scoring.trial_quality` of each trial's two sides). With
     ``far_per_corpus`` the thresholds at false-accept rates are the strictest of the
-    corpora's (by the test clip's ``corpora`` prefix). ``min_speech_seconds`` goes into
+    corpora's (by the test clip's ``corpora`` prefix); corpora of fewer than
+    ``far_min_speakers`` speakers are measured together as one group. With
+    ``balance_corpora`` every corpus weighs the same in the fit, within each class
+    (:meth:`ScoreCalibration.fit` weights). The default decision is the Bayes decision
+    at ``decision_prior`` (0: at ``p_target``). ``min_speech_seconds`` goes into
     the decision: trials with less speech on a side are answered "not enough speech".
     """
     scores = score_trial_set(scorer, trial_set, emb_by_utt)
     labels = trial_set.labels
+    trial_corpus = trial_set.test_corpora(corpora)
+    weight = corpus_balanced_weights(trial_corpus, labels) if balance_corpora else None
     enroll_s = test_s = None
+    quality = None
     if speech_by_utt is not None:
         enroll_s, test_s = trial_set.side_seconds(speech_by_utt)
         quality = trial_quality(enroll_s, test_s)
-        calibration = ScoreCalibration().fit(
-            scores[labels],
-            scores[~labels],
-            p_target=p_target,
-            target_quality=quality[labels],
-            nontarget_quality=quality[~labels],
-        )
-    else:
-        calibration = ScoreCalibration().fit(scores[labels], scores[~labels], p_target=p_target)
+    calibration = ScoreCalibration().fit(
+        scores[labels],
+        scores[~labels],
+        p_target=p_target,
+        target_quality=None if quality is None else quality[labels],
+        nontarget_quality=None if quality is None else quality[~labels],
+        target_weight=None if weight is None else weight[labels],
+        nontarget_weight=None if weight is None else weight[~labels],
+    )
     llr = Scorer(replace(scorer.backend, calibration=calibration)).llr(scores, enroll_s, test_s)
     n_non = int((~labels).sum())
     if far is not None and far * n_non < RULE_OF_30:
@@ -243,17 +253,20 @@ def fit_calibration(
             SmallCalibrationSetWarning,
             stacklevel=2,
         )
-    groups = trial_set.test_corpora(corpora)[~labels] if far_per_corpus else None
+    groups = None
+    if far_per_corpus:
+        groups = small_corpora_joined(trial_corpus, trial_set, far_min_speakers)[~labels]
     # Thresholds are measured on trials a decision answers (enough speech on both sides).
     answered = np.ones(len(scores), dtype=bool)
     if min_speech_seconds > 0 and enroll_s is not None:
         answered = (enroll_s >= min_speech_seconds) & (test_s >= min_speech_seconds)
     non_answered = answered[~labels]
+    prior = decision_prior or p_target
     decision = Decision.from_scores(
-        bayes_threshold(p_target),
+        bayes_threshold(prior),
         llr[~labels][non_answered],
         rule="bayes",
-        p_target=p_target,
+        p_target=prior,
         groups=None if groups is None else groups[non_answered],
         min_speech_seconds=min_speech_seconds,
     )
@@ -276,6 +289,27 @@ def fit_calibration(
     return replace(
         scorer.backend, calibration=calibration, decision=decision, provenance=provenance
     )
+
+
+def corpus_balanced_weights(corpus: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(n,) trial weights under which every corpus holds the same share of each class:
+    ``1 / n_c`` for a trial of corpus ``c`` among its class' ``n_c`` trials."""
+    weight = np.zeros(labels.size)
+    for cls in (labels, ~labels):
+        _, inverse, counts = np.unique(corpus[cls], return_inverse=True, return_counts=True)
+        weight[cls] = 1.0 / counts[inverse]
+    return weight
+
+
+def small_corpora_joined(corpus: np.ndarray, trial_set: TrialSet, min_speakers: int) -> np.ndarray:
+    """Each trial's corpus (n,), with the corpora of fewer than ``min_speakers`` speakers
+    in ``trial_set`` renamed to one shared group."""
+    spk = {u.utt: u.speaker for u in trial_set.utts}
+    speakers: dict[str, set[str]] = {}
+    for c, (_, b, _) in zip(corpus, trial_set.trials, strict=True):
+        speakers.setdefault(str(c), set()).add(spk[b])
+    small = {c for c, s in speakers.items() if len(s) < min_speakers}
+    return np.array(["<small corpora>" if str(c) in small else str(c) for c in corpus])
 
 
 def embed_measured_by_utt(
@@ -338,7 +372,10 @@ def fit_backend(
         speech_by_utt=speech if ecfg.quality_calibration else None,
         corpora=corpora,
         far_per_corpus=ecfg.far_per_corpus,
+        far_min_speakers=ecfg.far_min_speakers,
+        balance_corpora=ecfg.balance_corpora,
         min_speech_seconds=ecfg.min_speech_seconds,
+        decision_prior=ecfg.decision_prior,
     )
     log.info(
         "calibrated on %d held-out speakers (%d target, %d non-target trials): EER %.2f%%, "

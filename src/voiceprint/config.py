@@ -169,6 +169,14 @@ class EvalConfig:
     # Thresholds at false-accept rates hold on every calibration corpus (the strictest
     # corpus' threshold at each rate), not only on their mixture
     far_per_corpus: bool = False
+    # ... where a corpus holds at least this many held-out speakers; smaller corpora are
+    # measured together as one group (1 speaker pair cannot measure a false-accept rate)
+    far_min_speakers: int = 1
+    # Each held-out corpus weighs the same in the calibration fit (within each class),
+    # however many clips per speaker it has
+    balance_corpora: bool = False
+    # The default decision: Bayes at this prior of a target (0: at p_target), chosen on dev
+    decision_prior: float = 0.0
     # Below this net speech (s) on either side a decision answers "not enough speech"
     min_speech_seconds: float = 0.0
     vad: bool = False  # trim non-speech (silero-vad) before embedding, in every inference path

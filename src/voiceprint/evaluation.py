@@ -83,6 +83,9 @@ BACKEND_KEYS = (
     "p_target",
     "quality_calibration",
     "far_per_corpus",
+    "far_min_speakers",
+    "balance_corpora",
+    "decision_prior",
     "min_speech_seconds",
 )
 

@@ -79,12 +79,16 @@ class ScoreCalibration:
         p_target: float = 0.5,
         l2: float = 1e-6,
         quality: tuple[float, float] | None = None,
+        quality_floor: float | None = None,
     ) -> None:
         self.scale = scale
         self.offset = offset
         self.p_target = p_target
         self.l2 = l2
         self.quality = quality
+        # the lowest quality of the fitting trials: shorter trials are scored as if they
+        # had this much speech (the linear terms are not extrapolated beyond the data)
+        self.quality_floor = quality_floor
 
     @property
     def fitted(self) -> bool:
@@ -98,11 +102,15 @@ class ScoreCalibration:
         *,
         target_quality: Any = None,
         nontarget_quality: Any = None,
+        target_weight: Any = None,
+        nontarget_weight: Any = None,
     ) -> ScoreCalibration:
         """Fit on (n_t,) target and (n_n,) non-target scores; returns ``self``.
 
         With ``target_quality`` and ``nontarget_quality`` ((n_t,), (n_n,) values of
-        :func:`trial_quality`) the quality terms are fitted too.
+        :func:`trial_quality`) the quality terms are fitted too. ``target_weight`` and
+        ``nontarget_weight`` ((n_t,), (n_n,), non-negative) weigh the trials within their
+        class (each class keeps its total mass ``p`` / ``1 - p``); default equal.
         """
         if not 0.0 < p_target < 1.0:
             raise ValueError(f"p_target must lie in (0, 1), got {p_target}")
@@ -124,7 +132,10 @@ class ScoreCalibration:
         design = np.stack(columns, axis=1)  # (n, k)
         y = np.concatenate([np.ones(tar.size), -np.ones(non.size)])
         w = np.concatenate(
-            [np.full(tar.size, p_target / tar.size), np.full(non.size, (1 - p_target) / non.size)]
+            [
+                p_target * _class_weights(target_weight, tar.size, "target weight"),
+                (1 - p_target) * _class_weights(nontarget_weight, non.size, "non-target weight"),
+            ]
         )
         reg = np.array([self.l2, 0.0, self.l2, self.l2][: design.shape[1]])
         theta = weighted_logistic(design, y, w, math.log(p_target / (1 - p_target)), reg)
@@ -134,8 +145,10 @@ class ScoreCalibration:
         if with_quality:
             c, d = theta[2:]
             self.quality = (float(c - d * mean / std), float(d / std))
+            self.quality_floor = float(q.min())
         else:
             self.quality = None
+            self.quality_floor = None
         self.p_target = float(p_target)
         return self
 
@@ -148,7 +161,8 @@ class ScoreCalibration:
         """Calibrated natural-log likelihood ratios of raw scores, same shape.
 
         ``quality``: the trials' :func:`trial_quality` (broadcast against ``scores``);
-        None counts every trial as long (q = 0). Ignored by a plain calibration.
+        None counts every trial as long (q = 0). Ignored by a plain calibration. Below
+        the fitting trials' lowest quality (``quality_floor``), q is held at it.
         """
         a, b = self._check()
         s = to_numpy(scores, "scores")
@@ -156,6 +170,8 @@ class ScoreCalibration:
         if self.quality is not None and quality is not None:
             c, d = self.quality
             q = np.asarray(quality, dtype=np.float64)
+            if self.quality_floor is not None:
+                q = np.maximum(q, self.quality_floor)
             out = out + c * q + d * q * s
         return out
 
@@ -186,6 +202,8 @@ class ScoreCalibration:
                 "offset": self.quality[0],
                 "slope": self.quality[1],
             }
+            if self.quality_floor is not None:
+                out["quality"]["floor"] = self.quality_floor
         return out
 
     @classmethod
@@ -201,14 +219,28 @@ class ScoreCalibration:
                 or float(quality.get("reference_seconds", -1)) != REFERENCE_SECONDS
             ):
                 raise ValueError(f"unknown calibration quality measure {quality!r}")
+            floor = quality.get("floor")
             quality = (float(quality["offset"]), float(quality["slope"]))
+        else:
+            floor = None
         return cls(
             scale=float(data["scale"]),
             offset=float(data["offset"]),
             p_target=float(data.get("p_target", 0.5)),
             l2=float(data.get("l2", 1e-6)),
             quality=quality,
+            quality_floor=None if floor is None else float(floor),
         )
+
+
+def _class_weights(weight: Any, n: int, name: str) -> np.ndarray:
+    """(n,) weights summing to 1: ``weight`` normalised, or equal ones when None."""
+    if weight is None:
+        return np.full(n, 1.0 / n)
+    w = to_numpy(weight, name, ndim=1).astype(np.float64)
+    if w.shape != (n,) or np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError(f"{name} must give one finite non-negative value per score")
+    return w / w.sum()
 
 
 def weighted_logistic(
