@@ -44,6 +44,7 @@ from benchmarks.accuracy import (  # noqa: E402
     pooled_weights,
 )
 from voiceprint import metrics  # noqa: E402
+from voiceprint.artifact import model_id_of, read_model  # noqa: E402
 from voiceprint.calibration import (  # noqa: E402
     enroll_style_trials,
     fit_calibration,
@@ -104,11 +105,16 @@ class DevSet:
 
 
 def embed(
-    embedder: Embedder, utts: list[Utterance], cache: Path, progress: bool, check: bool = True
+    embedder: Embedder,
+    utts: list[Utterance],
+    cache: Path,
+    progress: bool,
+    check: bool = True,
+    encoder_id: str = "",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (N, D) and net speech (N,) s of ``utts``, every clip scored (none
-    refused), cached in ``cache`` (.npz keyed by the utterance list)."""
-    ids = "\n".join(u.utt for u in utts)
+    refused), cached in ``cache`` (.npz keyed by the encoder and the utterance list)."""
+    ids = "\n".join([encoder_id, *(u.utt for u in utts)])
     if cache.is_file():
         held = np.load(cache)
         if str(held["ids"]) == ids:
@@ -122,7 +128,9 @@ def embed(
     return emb, speech
 
 
-def dev_sets(embedder: Embedder, sets: dict[str, Path], work: Path, progress: bool) -> list[DevSet]:
+def dev_sets(
+    embedder: Embedder, sets: dict[str, Path], work: Path, progress: bool, encoder_id: str = ""
+) -> list[DevSet]:
     """Each dev set's all-pairs trials (as the accuracy benchmark prepares them), embedded."""
     out = []
     for name, root in sets.items():
@@ -131,7 +139,8 @@ def dev_sets(embedder: Embedder, sets: dict[str, Path], work: Path, progress: bo
             corpus = open_corpus(root, progress=False)
             prepare_test(corpus.test(), DataConfig(test_speakers=0, test_utts=0), folder)
         trials = TrialSet.read(folder, "pairs")
-        emb, speech = embed(embedder, trials.utts, work / "cache" / f"{name}.npz", progress)
+        cache = work / "cache" / f"{name}.npz"
+        emb, speech = embed(embedder, trials.utts, cache, progress, encoder_id=encoder_id)
         out.append(DevSet(name, trials, emb, speech))
     return out
 
@@ -191,21 +200,29 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.quiet
     model = find_model(args.exp)
     embedder = Embedder.from_checkpoint(model)
+    encoder_id = model_id_of(read_model(model)["encoder"])  # the caches' key
     config = embedder.config
     ecfg = config.eval
     work = args.exp / "bench_dev_choices"
     data = args.exp / "data"
     train, heldout = read_kaldi_dir(data / "train"), read_kaldi_dir(data / "calibration")
     # as release embeds: the trainer's own clips unchecked, the held-out ones measured
-    train_emb, _ = embed(embedder, train, work / "cache" / "train.npz", progress, check=False)
-    held_emb, held_speech = embed(embedder, heldout, work / "cache" / "heldout.npz", progress)
+    cache = work / "cache"
+    train_emb, _ = embed(embedder, train, cache / "train.npz", progress, False, encoder_id)
+    held_emb, held_speech = embed(
+        embedder, heldout, cache / "heldout.npz", progress, True, encoder_id
+    )
     spoken = [u for u, s in zip(heldout, held_speech, strict=True) if s > 0]
     held_by_utt = {u.utt: e for u, e in zip(heldout, held_emb, strict=True)}
     speech_by_utt = {u.utt: float(s) for u, s in zip(heldout, held_speech, strict=True)}
     corpora = list(config.data.corpora)
     trial_set = enroll_style_trials(spoken, ecfg.calibration_enroll_utts, corpora)
     dev = dev_sets(
-        embedder, parse_sets(args.set) if args.set else dict(DEFAULT_SETS), work, progress
+        embedder,
+        parse_sets(args.set) if args.set else dict(DEFAULT_SETS),
+        work,
+        progress,
+        encoder_id,
     )
 
     def fit(settings: dict[str, Any]) -> Scorer:

@@ -209,6 +209,12 @@ class Trainer:
                 "train.precision=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 is "
                 "emulated there and usually slower than train.precision=fp32"
             )
+        total = tcfg.epochs + tcfg.finetune_epochs
+        finished = self.experiment.resumable_state() if self.resume else None
+        if finished is not None and int(load_train_state(finished)["epoch"]) >= total:
+            log.info("%s already trained for %d epochs: nothing to resume", finished, total)
+            cleanup(info)
+            return finished
         batches, speakers = self._data()
         graph = TrainingGraph(cfg, len(speakers), augment_waves=not batches.augments)
         graph = graph.to(info.device)
@@ -242,7 +248,6 @@ class Trainer:
             model_graph = nn.parallel.DistributedDataParallel(
                 graph, device_ids=[info.device.index] if info.device.type == "cuda" else None
             )
-        total = tcfg.epochs + tcfg.finetune_epochs
         if info.is_main:
             self.experiment.folder.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.experiment.config_file)
@@ -277,8 +282,6 @@ class Trainer:
                 )
                 self._save(graph, optimizer, epoch + 1, speakers, history, recent)
             barrier(info)
-        if info.is_main and start_epoch >= total:
-            log.info("%s already trained for %d epochs", self.state_path, total)
         cleanup(info)
         return self.state_path
 
