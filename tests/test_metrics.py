@@ -276,7 +276,7 @@ def test_lab_doc_worked_example() -> None:
 
 def test_report_is_the_block_of_its_parts() -> None:
     """report() = summarize + bootstrap_eer + bootstrap_dcf + act_dcf, with the given
-    resample counts and one seed; n_boot_dcf=0 leaves the DCF intervals out."""
+    resample counts and one seed; n_boot=0 / n_boot_dcf=0 leave the intervals out."""
     scores, labels, a, b = _trials(8, 5, seed=4)
     llr = 3.0 * scores - 5.0
     out = metrics.report(scores, labels, a, b, 0.05, llr, n_boot=300, seed=7, n_boot_dcf=50)
@@ -294,5 +294,7 @@ def test_report_is_the_block_of_its_parts() -> None:
     assert plain["eer_ci95"] == out["eer_ci95"]
     uncalibrated = metrics.report(scores, labels, a, b, 0.05, n_boot=20, n_boot_dcf=20)
     assert "min_dcf_ci95" in uncalibrated and "act_dcf_ci95" not in uncalibrated
+    bare = metrics.report(scores, labels, a, b, 0.05, llr, n_boot=0, n_boot_dcf=0)
+    assert bare == {k: v for k, v in out.items() if not k.endswith("_ci95")}  # no intervals
     with pytest.raises(ValueError, match="llr"):
         metrics.report(scores, labels, a, b, 0.05, llr[:-1], n_boot=20, n_boot_dcf=0)

@@ -23,6 +23,7 @@ from voiceprint.embedder import Embedder, load_embedder
 from voiceprint.scoring import (
     NOT_ENOUGH_SPEECH,
     REFERENCE_SECONDS,
+    UNKNOWN,
     Backend,
     Decision,
     ScoreCalibration,
@@ -172,6 +173,19 @@ def test_judge_answers_not_enough_speech_below_the_floor() -> None:
     assert accepted.tolist() == [True, False, False]
 
 
+def test_name_is_the_open_set_answer_of_judge() -> None:
+    """Decision.name: the candidate when judge accepts, else "unknown", or "not enough
+    speech" when a side is under the floor (the one rule of CLI, service, diarization)."""
+    decision = Decision(1.0, "bayes", min_speech_seconds=2.0)
+    assert decision.name("ann", 5.0, 3.0, 2.5) == "ann"
+    assert decision.name("ann", 0.0, 3.0, 2.5) == UNKNOWN == "unknown"
+    assert decision.name("ann", 50.0, 1.0, 3.0) == NOT_ENOUGH_SPEECH  # enrolled side short
+    assert decision.name("ann", 50.0, 3.0, 1.0) == NOT_ENOUGH_SPEECH  # probe short
+    assert decision.name("ann", 5.0) == "ann"  # no seconds: no floor
+    gallery = decision.for_gallery(100)  # bayes: threshold + log(100)
+    assert gallery.name("ann", 5.7) == "ann" and gallery.name("ann", 5.5) == UNKNOWN
+
+
 def test_far_thresholds_hold_in_every_group() -> None:
     """With groups, each rate's threshold is the strictest group's: the rate holds in
     each group, where the pooled threshold lets the harder group through more often."""
@@ -269,6 +283,31 @@ def test_service_answers_not_enough_speech(floored_model, clips, tmp_path) -> No
         assert body["speech_needed"] == 2.0 and 0.3 < body["speech_seconds"] < 2.0
         who = client.post("/v1/identify", files={"file": upload("short")}).json()
         assert who["identified"] == "not enough speech"
+
+
+def test_cli_and_service_identify_alike_when_the_enrollment_is_short(
+    floored_model, clips, tmp_path, monkeypatch, capsys
+) -> None:
+    """A speaker enrolled with less speech than the floor: identify answers "not enough
+    speech" in the CLI as in the service (one Decision.name), never the name."""
+    from fastapi.testclient import TestClient
+
+    from voiceprint.service import create_app
+
+    db = tmp_path / "speakers.db"
+    model = ["--model", str(floored_model)]
+    monkeypatch.setenv("VOICEPRINT_DB", str(db))
+    assert main(["enroll", "ann", str(clips["short"]), *model]) == 0
+    capsys.readouterr()
+    code = main(["identify", str(clips["long1"]), *model])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1 and "NOT ENOUGH SPEECH" in out[0]
+    assert out[-1].startswith("identified: not enough speech (") and "2.00 s needed" in out[-1]
+    app = create_app(Embedder.from_checkpoint(floored_model), db)
+    with TestClient(app) as client:
+        files = {"file": ("long1.wav", clips["long1"].read_bytes(), "audio/wav")}
+        who = client.post("/v1/identify", files=files).json()
+    assert who["identified"] == NOT_ENOUGH_SPEECH and who["best"]["accepted"] is False
 
 
 # ---------------------------------------------------------------- telephone channel

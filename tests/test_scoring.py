@@ -173,6 +173,11 @@ def test_scorer_matches_the_back_end_computed_by_hand() -> None:
     model = scorer.speaker_model(enroll[:3])
     units = scorer.units(enroll[:3])
     np.testing.assert_allclose(model, units.mean(0) / np.linalg.norm(units.mean(0)))
+    np.testing.assert_array_equal(scorer.model_of_units(units), model)  # a cluster's model
+    # cosine: the score before AS-norm (what diarization clusters by), the oracle's cosine.
+    np.testing.assert_allclose(
+        scorer.cosine(scorer.units(enroll), scorer.units(probe)), raw, atol=1e-12
+    )
     # Without a back-end: plain cosine, and the LLR is the score.
     plain = scoring.Scorer()
     np.testing.assert_allclose(

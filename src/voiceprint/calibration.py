@@ -272,7 +272,10 @@ def fit_calibration(
     )
     if far is not None:
         decision = decision.at_far(far)
-    summary = metrics.summarize(scores[labels], scores[~labels], p_target)
+    # The report's block without intervals (the released model's dev summary has them).
+    summary = metrics.report(
+        scores, labels, *trial_set.speakers(), p_target, llr, n_boot=0, n_boot_dcf=0
+    )
     provenance = {
         **source,
         "speakers": len({u.speaker for u in trial_set.utts}),
@@ -281,7 +284,7 @@ def fit_calibration(
         "n_nontarget": summary["n_nontarget"],
         "eer": summary["eer"],
         "min_dcf": summary["min_dcf"],
-        "act_dcf": metrics.act_dcf(llr[labels], llr[~labels], p_target),
+        "act_dcf": summary["act_dcf"],
         "p_target": p_target,
         "quality_aware": speech_by_utt is not None,
         "far_per_corpus": groups is not None,

@@ -23,6 +23,7 @@ from voiceprint.cli.common import (
     open_store,
     show_progress,
 )
+from voiceprint.scoring import NOT_ENOUGH_SPEECH
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -79,14 +80,11 @@ def cmd_identify(args: argparse.Namespace) -> int:
         verdicts.append(accepted)
         print(f"{rank:>2}  {match.name:<{width}}  {text}")
     best, named = ranked[0], bool(verdicts[0])
-    if not open_set.enough_speech(probe_seconds):
-        answer = (
-            f"identified: not enough speech ({probe_seconds:.2f} s found, "
-            f"{open_set.min_speech_seconds:.2f} s needed)"
-        )
-    else:
-        answer = f"identified: {best.name}" if named else "identified: unknown"
-    print(answer, f"(among {gallery} enrolled speaker(s))")
+    answer = open_set.name(best.name, best.llr, enrolled[0], probe_seconds)
+    if answer == NOT_ENOUGH_SPEECH and not named:
+        found = min(s for s in (enrolled[0], probe_seconds) if s is not None)
+        answer += f" ({found:.2f} s found, {open_set.min_speech_seconds:.2f} s needed)"
+    print(f"identified: {answer}", f"(among {gallery} enrolled speaker(s))")
     return 0 if named else 1
 
 

@@ -17,7 +17,8 @@ Layouts (``root`` may be the folder shown or the one above it):
 
 Utterance ids are the names the official lists use (``id10270/x6uYqmx31kE/00001.wav``,
 ``id00800-enroll``, ``test/id00800-singing-01-001.flac``), so a trial list maps to the
-project's :data:`voiceprint.data.trials.Trial` without renaming. :func:`write_test_folder`
+project's :data:`voiceprint.data.trials.Trial` without renaming (the VoxCeleb lists are read
+by :func:`voiceprint.data.trials.read_voxceleb_trials`). :func:`write_test_folder`
 writes a Kaldi folder (wav.scp, utt2spk, spk2utt and ``trials``) that
 ``voiceprint evaluate --data`` scores; :func:`training_utterances` gives the training part,
 written with :func:`voiceprint.data.corpus.write_kaldi_dir` for ``data.kaldi_dir``.
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from voiceprint.data.corpus import CorpusError, Utterance, write_kaldi_dir
-from voiceprint.data.trials import Trial, trial_lines, write_trials
+from voiceprint.data.trials import LABELS, Trial, read_voxceleb_trials, write_trials
 
 log = logging.getLogger(__name__)
 
@@ -110,21 +111,6 @@ def _scan_voxceleb(folder: Path, suffix: str) -> list[Utterance]:
     return utts
 
 
-def read_voxceleb_trials(path: str | Path) -> list[Trial]:
-    """A VoxCeleb list (``1 a.wav b.wav``; Kaldi's ``a b target`` is read too) -> trials."""
-    trials = []
-    for number, parts, line in trial_lines(path):
-        if len(parts) == 3 and parts[0] in ("0", "1"):
-            trials.append((parts[1], parts[2], parts[0] == "1"))
-        elif len(parts) == 3 and parts[2] in ("target", "nontarget"):
-            trials.append((parts[0], parts[1], parts[2] == "target"))
-        else:
-            raise CorpusError(f"{path}:{number}: expected '<0|1> <enroll> <test>', got {line!r}")
-    if not trials:
-        raise CorpusError(f"trial list {path} holds no trials")
-    return trials
-
-
 def find_list(root: Path, name: str | None, defaults: tuple[str, ...]) -> Path:
     """A trial list: ``name`` as a path, else looked up in ``root``, its parent and ``meta/``."""
     if name and Path(name).expanduser().is_file():
@@ -197,10 +183,10 @@ def cnceleb_test(
     for enroll_id, rel in _read_pairs(lists / "enroll.lst", 2):
         enroll_files[enroll_id].append(rel)
     rows = _read_pairs(listed, 3)
-    bad = next((r for r in rows if r[2] not in ("0", "1", "target", "nontarget")), None)
+    bad = next((r for r in rows if r[2] not in LABELS), None)
     if bad:
         raise CorpusError(f"{listed}: label {bad[2]!r} is not 0 or 1 ({' '.join(bad)})")
-    trials: list[Trial] = [(a, b, label in ("1", "target")) for a, b, label in rows]
+    trials: list[Trial] = [(a, b, LABELS[label]) for a, b, label in rows]
     unknown = sorted({a for a, _, _ in trials} - set(enroll_files))
     if unknown:
         raise CorpusError(f"{listed}: enroll id {unknown[0]} is not in {lists / 'enroll.lst'}")

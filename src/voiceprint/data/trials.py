@@ -9,7 +9,9 @@ A trial is ``(enroll id, test utterance id, is_target)``. An enroll id names eit
 speaker model listed in ``enroll`` (id -> its enrollment clip ids) or, when it is not
 listed there, a single clip. Trial files use Kaldi's format, one
 ``<enroll> <test> target|nontarget`` line per trial (:func:`read_trials`,
-:func:`write_trials`). The lab protocol's two lists over a test set:
+:func:`write_trials`); VoxCeleb's official lists put a 1/0 label first
+(:func:`read_voxceleb_trials`); :data:`LABELS` reads every label word. The lab
+protocol's two lists over a test set:
 
 * :func:`pair_trials`: every unordered pair (n*(n-1)/2; 19,900 for 20x10).
 * :func:`enroll_trials`: the first ``enroll_utts`` utterances of each test speaker enroll
@@ -29,17 +31,21 @@ import numpy as np
 from voiceprint.data.corpus import CorpusError, Utterance, by_speaker, corpus_of, read_kaldi_dir
 
 __all__ = [
+    "LABELS",
     "Trial",
     "TrialSet",
     "enroll_trials",
     "pair_trials",
     "read_enroll",
     "read_trials",
+    "read_voxceleb_trials",
     "trial_lines",
     "write_trials",
 ]
 
 Trial = tuple[str, str, bool]  # (enroll id, test utterance id, same speaker)
+# A trial's label as lists write it -> same speaker: Kaldi's words, or 1 / 0.
+LABELS = {"target": True, "nontarget": False, "1": True, "0": False}
 
 
 def pair_trials(utts: list[Utterance]) -> list[Trial]:
@@ -91,9 +97,24 @@ def read_trials(path: str | Path) -> list[Trial]:
     """Read a Kaldi trial list; the third column is target/nontarget (or 1/0)."""
     trials = []
     for number, parts, _ in trial_lines(path):
-        if len(parts) != 3 or parts[2] not in ("target", "nontarget", "1", "0"):
+        if len(parts) != 3 or parts[2] not in LABELS:
             raise CorpusError(f"{path}:{number}: expected '<enroll> <test> target|nontarget'")
-        trials.append((parts[0], parts[1], parts[2] in ("target", "1")))
+        trials.append((parts[0], parts[1], LABELS[parts[2]]))
+    return trials
+
+
+def read_voxceleb_trials(path: str | Path) -> list[Trial]:
+    """A VoxCeleb list (``1 a.wav b.wav``; Kaldi's ``a b target`` is read too) -> trials."""
+    trials = []
+    for number, parts, line in trial_lines(path):
+        if len(parts) == 3 and parts[0] in ("0", "1"):
+            trials.append((parts[1], parts[2], LABELS[parts[0]]))
+        elif len(parts) == 3 and parts[2] in ("target", "nontarget"):
+            trials.append((parts[0], parts[1], LABELS[parts[2]]))
+        else:
+            raise CorpusError(f"{path}:{number}: expected '<0|1> <enroll> <test>', got {line!r}")
+    if not trials:
+        raise CorpusError(f"trial list {path} holds no trials")
     return trials
 
 

@@ -1,8 +1,10 @@
 """Stage 4, clustering: window embeddings -> speaker labels, and how many speakers.
 
 Embeddings go through the model's scorer first (:meth:`Scorer.units`: its mean
-subtraction, projection and length normalisation), so the cosine between two windows is the
-model's own score. Two methods, both built on scipy / scikit-learn:
+subtraction, projection and length normalisation), windows and clusters are compared by
+the scorer's cosine (:meth:`Scorer.cosine`, its score before AS-norm) and a cluster is
+modelled as the scorer models a speaker (:meth:`Scorer.model_of_units`). Two methods,
+both built on scipy / scikit-learn:
 
 * ``"ahc"``: average-linkage agglomerative clustering, stopped where the two closest
   clusters' mean score falls below a threshold. The threshold is set as an LLR on the
@@ -58,19 +60,22 @@ def _first_appearance(labels: np.ndarray) -> np.ndarray:
     return np.array([mapping[int(v)] for v in labels], dtype=np.int64)
 
 
-def _ahc(units: np.ndarray, k: int | None, threshold: float) -> np.ndarray:
+def _ahc(scorer: Scorer, units: np.ndarray, k: int | None, threshold: float) -> np.ndarray:
     from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
 
     if len(units) == 1:
         return np.zeros(1, dtype=np.int64)
-    tree = linkage(units, method="average", metric="cosine")
+    # cosine distances (as scipy's "cosine" metric: clipped to [0, 2]), upper triangle
+    distances = squareform(np.clip(1.0 - scorer.cosine(units, units), 0.0, 2.0), checks=False)
+    tree = linkage(distances, method="average")
     if k is not None:
         return fcluster(tree, t=k, criterion="maxclust").astype(np.int64) - 1
     return fcluster(tree, t=1.0 - threshold, criterion="distance").astype(np.int64) - 1
 
 
-def _count_for_threshold(units: np.ndarray, threshold: float) -> int:
-    return int(len(np.unique(_ahc(units, None, threshold))))
+def _count_for_threshold(scorer: Scorer, units: np.ndarray, threshold: float) -> int:
+    return int(len(np.unique(_ahc(scorer, units, None, threshold))))
 
 
 def _laplacian_spectrum(affinity: np.ndarray, keep: int, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +94,7 @@ def _laplacian_spectrum(affinity: np.ndarray, keep: int, top: int) -> tuple[np.n
 
 
 def _spectral(
-    units: np.ndarray, k: int | None, lo: int, hi: int, prune: float = PRUNE
+    scorer: Scorer, units: np.ndarray, k: int | None, lo: int, hi: int, prune: float = PRUNE
 ) -> np.ndarray:
     """Spectral clustering of the cosine affinity, each row keeping its ``prune`` share of
     strongest neighbours; the count (when ``k`` is None) at the largest eigengap."""
@@ -98,7 +103,7 @@ def _spectral(
     n = len(units)
     if n <= 2:
         return np.zeros(n, dtype=np.int64) if (k or 1) == 1 else np.arange(n, dtype=np.int64)
-    affinity = np.clip(units @ units.T, 0.0, 1.0)
+    affinity = np.clip(scorer.cosine(units, units), 0.0, 1.0)
     top = min(n - 1, max(hi, k or 1) + 1)
     values, vectors = _laplacian_spectrum(affinity, max(2, int(np.ceil(prune * n))), top)
     if k is None:
@@ -111,12 +116,14 @@ def _spectral(
     return KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(emb).astype(np.int64)
 
 
-def _centres(units: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    out = np.stack([units[labels == c].mean(0) for c in range(k)])
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-10)
+def _centres(scorer: Scorer, units: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(k, D): each cluster's speaker model (the scorer's, of its windows' units)."""
+    return np.stack([scorer.model_of_units(units[labels == c]) for c in range(k)])
 
 
-def _fold_small(units: np.ndarray, labels: np.ndarray, min_size: int, floor: int) -> np.ndarray:
+def _fold_small(
+    scorer: Scorer, units: np.ndarray, labels: np.ndarray, min_size: int, floor: int
+) -> np.ndarray:
     """Fold clusters smaller than ``min_size`` into their nearest other cluster, smallest
     first, while more than ``floor`` clusters remain."""
     labels = _first_appearance(labels)
@@ -126,8 +133,8 @@ def _fold_small(units: np.ndarray, labels: np.ndarray, min_size: int, floor: int
         if not small or len(sizes) <= floor:
             return labels
         c = int(small[0])
-        centres = _centres(units, labels, len(sizes))
-        sims = centres @ centres[c]
+        centres = _centres(scorer, units, labels, len(sizes))
+        sims = scorer.cosine(centres, centres[c : c + 1])[:, 0]
         sims[c] = -np.inf
         labels = _first_appearance(np.where(labels == c, int(np.argmax(sims)), labels))
 
@@ -162,7 +169,8 @@ def cluster(
     if num_speakers is not None:
         lo = hi = num_speakers
     lo, hi = min(lo, n), min(hi, n)
-    units = (scorer or Scorer()).units(x)
+    scorer = scorer or Scorer()
+    units = scorer.units(x)
 
     points, owner = units, np.arange(n)
     if n > max_points:  # summarise: time and memory linear in the number of windows
@@ -175,24 +183,24 @@ def cluster(
         owner = km.labels_
 
     fixed = num_speakers if num_speakers is not None else None
-    threshold = stop_score(scorer or Scorer(), stop_llr)
+    threshold = stop_score(scorer, stop_llr)
     if method == "ahc":
         k = fixed
         if k is None:
-            found = _count_for_threshold(points, threshold)
+            found = _count_for_threshold(scorer, points, threshold)
             if not lo <= found <= hi:
                 k = int(np.clip(found, lo, hi))
-        labels = _ahc(points, k, threshold)[owner]
+        labels = _ahc(scorer, points, k, threshold)[owner]
     else:
-        labels = _spectral(points, fixed, max(lo, 1), max(hi, 1))[owner]
+        labels = _spectral(scorer, points, fixed, max(lo, 1), max(hi, 1))[owner]
 
     smallest = max(int(np.ceil(min_cluster_share * n)), min_cluster_windows)
     if num_speakers is None and smallest > 1:
-        labels = _fold_small(units, labels, smallest, lo)
+        labels = _fold_small(scorer, units, labels, smallest, lo)
     if reassign and n > 1:
         k = int(labels.max()) + 1
         for _ in range(3):  # nearest-centre passes (k-means steps from the clustering)
-            new = np.argmax(units @ _centres(units, labels, k).T, axis=1)
+            new = np.argmax(scorer.cosine(units, _centres(scorer, units, labels, k)), axis=1)
             if np.array_equal(new, labels) or len(np.unique(new)) < k:
                 break
             labels = new

@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from voiceprint.scoring import Decision
-
-UNKNOWN = "unknown"
+from voiceprint.scoring import ACCEPT, UNKNOWN, Decision
 
 # Prior that a voice found in a recording is an enrolled one (spread over the enrolled
 # speakers by Decision.for_gallery). The model's stored decision is for verification
@@ -78,7 +76,8 @@ def name_clusters(
         open_set = decision.for_gallery(db.gallery_size)  # type: ignore[union-attr]
         for voice in cluster_embeddings(embeddings, labels):
             best = db.identify(voice, top=1)[0]  # type: ignore[union-attr]
-            matches.append((best.name, best.score, best.llr, open_set.accepts(best.llr)))
+            accepted = open_set.judge(best.llr) == ACCEPT  # windows: no speech floor
+            matches.append((best.name, best.score, best.llr, accepted))
     else:
         matches = [(None, None, None, False)] * k
 

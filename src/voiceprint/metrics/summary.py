@@ -53,7 +53,8 @@ def report(
         spk_a, spk_b: (n,) speaker ids of the two sides of each trial.
         p_target: target prior of minDCF and actual DCF.
         llr: (n,) calibrated LLRs of the trials, or None (uncalibrated).
-        n_boot: speaker resamples of the EER interval (:func:`bootstrap_eer`).
+        n_boot: speaker resamples of the EER interval (:func:`bootstrap_eer`); 0 leaves
+            it out.
         seed: seed of both bootstraps.
         n_boot_dcf: speaker resamples of the minDCF and actual DCF intervals
             (:func:`bootstrap_dcf`); 0 leaves those intervals out.
@@ -61,14 +62,15 @@ def report(
     Returns:
         :func:`summarize`'s keys (``eer``, ``eer_threshold``, ``min_dcf``,
         ``min_dcf_threshold``, ``p_target``, ``n_target``, ``n_nontarget``), then
-        ``eer_ci95``, ``min_dcf_ci95`` (with ``n_boot_dcf``) and, with ``llr``,
+        ``eer_ci95`` (with ``n_boot``), ``min_dcf_ci95`` (with ``n_boot_dcf``) and, with ``llr``,
         ``act_dcf`` (:func:`act_dcf`) and ``act_dcf_ci95`` (with ``n_boot_dcf``);
         intervals are 95% ``[low, high]`` lists, rates fractions.
     """
     s = as_scores(scores, "scores")
     lab = as_labels(labels, s.size)
     out: dict[str, Any] = dict(summarize(s[lab], s[~lab], p_target))
-    out["eer_ci95"] = list(bootstrap_eer(s, lab, spk_a, spk_b, n_boot=n_boot, seed=seed))
+    if n_boot > 0:
+        out["eer_ci95"] = list(bootstrap_eer(s, lab, spk_a, spk_b, n_boot=n_boot, seed=seed))
     ci = None
     if n_boot_dcf > 0:
         ci = bootstrap_dcf(s, lab, spk_a, spk_b, p_target, llr=llr, n_boot=n_boot_dcf, seed=seed)

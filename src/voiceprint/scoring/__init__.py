@@ -12,7 +12,8 @@ calibration, the embedder, the speaker store, the CLI, the service and diarizati
   weighted logistic regression) and :func:`trial_quality` (net speech of both sides).
 * :mod:`~voiceprint.scoring.decision`: :class:`Decision` (thresholds, the false-accept
   table :data:`FAR_GRID`, the open-set rule) and the verdicts :data:`ACCEPT`,
-  :data:`REJECT`, :data:`NOT_ENOUGH_SPEECH`.
+  :data:`REJECT`, :data:`NOT_ENOUGH_SPEECH` (:meth:`Decision.judge`) and the open-set
+  answer, a name or :data:`UNKNOWN` (:meth:`Decision.name`).
 * :mod:`~voiceprint.scoring.search`: the scores as inner products of search rows (faiss).
 * :mod:`~voiceprint.scoring.arrays`: array helpers (:func:`length_norm`,
   :func:`mean_subtract`).
@@ -27,7 +28,14 @@ calibration, the embedder, the speaker store, the CLI, the service and diarizati
 
 from voiceprint.scoring.arrays import length_norm, mean_subtract
 from voiceprint.scoring.backend import Backend, decode_array, encode_array
-from voiceprint.scoring.decision import ACCEPT, FAR_GRID, NOT_ENOUGH_SPEECH, REJECT, Decision
+from voiceprint.scoring.decision import (
+    ACCEPT,
+    FAR_GRID,
+    NOT_ENOUGH_SPEECH,
+    REJECT,
+    UNKNOWN,
+    Decision,
+)
 from voiceprint.scoring.llr import (
     MIN_QUALITY_SECONDS,
     REFERENCE_SECONDS,
@@ -43,6 +51,7 @@ __all__ = [
     "NOT_ENOUGH_SPEECH",
     "REFERENCE_SECONDS",
     "REJECT",
+    "UNKNOWN",
     "Backend",
     "Decision",
     "Match",

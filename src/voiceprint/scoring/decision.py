@@ -4,7 +4,9 @@ A :class:`Decision` is the one place thresholds live: the model's default one tr
 its back-end, :meth:`Decision.at_far` and :meth:`Decision.at_prior` pick others, and
 :meth:`Decision.for_gallery` turns a verification threshold into an open-set one.
 :meth:`Decision.judge` answers :data:`ACCEPT`, :data:`REJECT` or, when a side holds too
-little speech to keep the promised false-accept rate, :data:`NOT_ENOUGH_SPEECH`.
+little speech to keep the promised false-accept rate, :data:`NOT_ENOUGH_SPEECH`;
+:meth:`Decision.name` gives the open-set answer: the candidate's name, :data:`UNKNOWN`
+or :data:`NOT_ENOUGH_SPEECH`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from voiceprint import metrics
 from voiceprint.metrics import bayes_threshold
 from voiceprint.scoring.arrays import finite_1d
 
-__all__ = ["ACCEPT", "FAR_GRID", "NOT_ENOUGH_SPEECH", "REJECT", "Decision"]
+__all__ = ["ACCEPT", "FAR_GRID", "NOT_ENOUGH_SPEECH", "REJECT", "UNKNOWN", "Decision"]
 
 # False-accept rates at which a calibration records thresholds (Decision.far_points).
 FAR_GRID = (
@@ -30,6 +32,8 @@ FAR_GRID = (
 
 # A verdict's words (Decision.judge): the three answers a decision gives.
 ACCEPT, REJECT, NOT_ENOUGH_SPEECH = "accept", "reject", "not enough speech"
+# The open-set answer (Decision.name) for a voice that none of the enrolled speakers is.
+UNKNOWN = "unknown"
 
 
 @dataclass
@@ -69,6 +73,15 @@ class Decision:
         if not self.enough_speech(*speech_seconds):
             return NOT_ENOUGH_SPEECH
         return ACCEPT if self.accepts(llr) else REJECT
+
+    def name(self, candidate: str, llr: float, *speech_seconds: float | None) -> str:
+        """The open-set answer for the best-scoring enrolled speaker ``candidate`` (use
+        the decision :meth:`for_gallery` gives): its name when :meth:`judge` accepts,
+        "not enough speech" when a side holds too little, else "unknown"."""
+        verdict = self.judge(llr, *speech_seconds)
+        if verdict == ACCEPT:
+            return candidate
+        return NOT_ENOUGH_SPEECH if verdict == NOT_ENOUGH_SPEECH else UNKNOWN
 
     def accepts_all(self, llr: Any, *speech_seconds: Any) -> np.ndarray:
         """Vectorised :meth:`judge` == "accept": (n,) LLRs and (n,) seconds per side ->

@@ -91,8 +91,12 @@ class Scorer:
 
     def speaker_model(self, emb: Any) -> np.ndarray:
         """Enrollment embeddings (K, D) -> the speaker's unit model (D,): mean of units."""
-        units = self.units(np.atleast_2d(to_numpy(emb, "enrollment")))
-        return length_norm(units.mean(0))
+        return self.model_of_units(self.units(np.atleast_2d(to_numpy(emb, "enrollment"))))
+
+    def model_of_units(self, units: Any) -> np.ndarray:
+        """:meth:`speaker_model` of rows already through :meth:`units`: (K, D) -> (D,),
+        their mean at unit length (a diarization cluster's model)."""
+        return length_norm(to_numpy(units, "units", ndim=2).mean(0))
 
     def norm_stats(self, units: Any) -> np.ndarray | None:
         """AS-norm statistics of unit rows (N, D) -> (N, 2) [mean, std] of the top cohort
@@ -133,14 +137,22 @@ class Scorer:
         """
         e = to_numpy(enroll_units, "enroll_units", ndim=2)
         p = to_numpy(probe_units, "probe_units", ndim=2)
-        if e.shape[1] != p.shape[1]:
-            raise ValueError(f"embedding dimensions differ: {e.shape[1]} vs {p.shape[1]}")
-        raw = e @ p.T
+        raw = self.cosine(e, p)
         if not self.backend.asnorm:
             return raw
         es = self.norm_stats(e) if enroll_stats is None else enroll_stats
         ps = self.norm_stats(p) if probe_stats is None else probe_stats
         return self._normalise(raw, es[:, None, :], ps[None, :, :])  # type: ignore[index]
+
+    def cosine(self, a_units: Any, b_units: Any) -> np.ndarray:
+        """The cosine of all pairs of unit rows: a (N, D) x b (M, D) -> (N, M); what
+        :meth:`score` is before AS-norm (and is, without a cohort). Diarization compares
+        windows and clusters by it."""
+        a = to_numpy(a_units, "a_units", ndim=2)
+        b = to_numpy(b_units, "b_units", ndim=2)
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"embedding dimensions differ: {a.shape[1]} vs {b.shape[1]}")
+        return a @ b.T
 
     def score_trials(
         self,

@@ -62,7 +62,7 @@ from fastapi.staticfiles import StaticFiles
 
 from voiceprint import audio
 from voiceprint.embedder import Embedder
-from voiceprint.scoring import ACCEPT, NOT_ENOUGH_SPEECH, Decision, Match
+from voiceprint.scoring import ACCEPT, UNKNOWN, Decision, Match
 from voiceprint.service.access import AuditLog, KeyRing, RateLimit, RateLimiter
 from voiceprint.service.batching import EmbeddingBatcher
 from voiceprint.service.schemas import (
@@ -339,10 +339,10 @@ def create_app(
             for m, e in zip(ranked, enrolled, strict=True)
         ]
         best = candidates[0]
-        if best["decision"] == NOT_ENOUGH_SPEECH.upper():
-            identified = "not enough speech"
-        else:
-            identified = best["name"] if best["accepted"] else "unknown"
+        first = ranked[0]
+        identified = (
+            open_set.name(first.name, first.llr, enrolled[0], seconds) if open_set else UNKNOWN
+        )
         record(
             "identify",
             key_id,
