@@ -159,7 +159,10 @@ def measure(scorer: Scorer, dev: list[DevSet]) -> dict[str, Any]:
             scores, labels, spk_a, spk_b, P_TARGET, llr, n_boot=200, seed=0, n_boot_dcf=0
         )
         points = operating_points(scorer.decision, llr, labels, enroll_s, test_s, P_TARGET)
-        per_set[s.name] = {**report, "operating_points": points}
+        # an oracle, not a decision: the false rejects at this set's own 1% FAR threshold
+        own = metrics.threshold_at_far(llr[~labels], 0.01)
+        oracle = {"threshold": own, "frr": float((llr[labels] < own).mean())}
+        per_set[s.name] = {**report, "operating_points": points, "own_far_0.01": oracle}
         all_scores.append(scores)
         all_llr.append(llr)
     labels = np.concatenate([s.trials.labels for s in dev])
@@ -299,6 +302,22 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "",
         f"Chosen on the pooled dev: **{chosen['variant']}**.",
+        "",
+        "What one threshold costs: FRR % of the chosen back-end at `--far 0.01` against "
+        "the FRR at each set's own 1% FAR threshold (an oracle no deployed decision has):",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        "| `--far 0.01` (FAR / FRR %) | "
+        + " | ".join(
+            f"{100 * chosen['sets'][n]['operating_points']['far_0.01']['far']:.2f} / "
+            f"{100 * chosen['sets'][n]['operating_points']['far_0.01']['frr']:.1f}"
+            for n in names
+        )
+        + " |",
+        "| own 1% FAR threshold (FRR %) | "
+        + " | ".join(f"{100 * chosen['sets'][n]['own_far_0.01']['frr']:.1f}" for n in names)
+        + " |",
         "",
         "The default decision of that back-end, Bayes at a prior of a target: its "
         "detection cost (P_target 0.01, normalised; trials refused for too little speech "

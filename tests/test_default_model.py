@@ -22,11 +22,14 @@ def test_default_model_carries_its_scorer_and_dev_figures() -> None:
     assert path.stat().st_size <= 10 * 1024 * 1024
     model = OnnxEmbedder(path)
     assert model.scorer.calibrated and model.decision.rule == "bayes"
-    assert model.decision.threshold == pytest.approx(math.log(99))  # P_target 0.01
+    recipe = model.config.eval  # the default decision: Bayes at the prior chosen on dev
+    prior = recipe.decision_prior or recipe.p_target
+    assert model.decision.threshold == pytest.approx(math.log((1 - prior) / prior))
     assert model.decision.far_points  # thresholds at chosen false-accept rates
+    assert model.decision.min_speech_seconds == recipe.min_speech_seconds > 0  # speech floor
     provenance = model.scorer.backend.provenance
     assert provenance["kind"] == "held-out training speakers" and provenance["speakers"] >= 30
-    assert sorted(provenance["corpora"]) == ["cvzh", "so762"]
+    assert sorted(provenance["corpora"]) == ["arcmd", "cvfa", "cvzh", "dsp20", "so762"]
     evaluation = model.evaluation  # all pairs of the 60 so762 dev speakers
     assert evaluation["n_speakers"] == 60 and evaluation["n_target"] == 11_400
     assert 0.0 < evaluation["eer"] < 0.15 and "act_dcf" in evaluation
