@@ -36,9 +36,11 @@ VOICES = ("ann", "ben", "cat", "dan")
 # enrolled voice (the voice itself: 10-11), so these tests stop AHC at LLR 3 (with the
 # speech regions padded 0.2 s and the 3-window cluster floor of 2026-12-04, 3.5 and above
 # split a voice; the shipped model of 2026-12-03 had merged two at 3 before) and name
-# speakers at a manual threshold of 8 (both measured on these voices).
+# speakers at a manual threshold of 6 (both measured on these voices; the five-corpus
+# model of 2026-12-05 gives a one-clip cluster of an enrolled voice an LLR of 8.0 and
+# other voices -5 to -4, so the former threshold of 8 left that cluster unnamed).
 SYNTH_STOP_LLR = 3.0
-SYNTH_NAMING = Decision(8.0, "manual")
+SYNTH_NAMING = Decision(6.0, "manual")
 OLD_TURNS = {"short": (0.5, 1.5), "short_share": 0.15}
 
 
