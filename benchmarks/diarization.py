@@ -95,8 +95,9 @@ def run_set(
         spent += time.perf_counter() - clock
         audio_s += item.duration
         found_all.append(found)
-        if cache is not None:  # window embeddings and truth, to try settings offline
+        if cache is not None:  # window embeddings, overlap and truth: try settings offline
             cache.mkdir(parents=True, exist_ok=True)
+            extra = {} if found.overlap is None else {"overlap": found.overlap}
             np.savez(
                 cache / f"{found.file_id}.npz",
                 regions=found.regions,
@@ -104,6 +105,7 @@ def run_set(
                 embeddings=found.embeddings,
                 num_samples=found.num_samples,
                 truth=json.dumps([[s.start, s.end, s.speaker] for s in item.segments]),
+                **extra,
             )
         files.append(score_file(item.segments, result.segments, result.file_id, enrolled))
         f = files[-1]

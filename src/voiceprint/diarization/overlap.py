@@ -100,10 +100,17 @@ def nearest_other(labels: np.ndarray, mask: np.ndarray, max_frames: int) -> np.n
     return out
 
 
-def build_net(n_mels: int = 64, channels: int = 32, dilations: tuple[int, ...] = (2, 4, 8)) -> Any:
+def build_net(
+    n_mels: int = 64,
+    channels: int = 32,
+    dilations: tuple[int, ...] = (2, 4, 8),
+    gru: int = 0,
+) -> Any:
     """The detector's network: log-mel (B, T, n_mels) -> logits (B, T). A convolution of
     5 frames, then 3-frame convolutions dilated by ``dilations`` (residual), so each
-    frame sees about +-0.3 s around it."""
+    frame sees about +-0.3 s around it; with ``gru`` > 0, a bidirectional GRU of ``gru``
+    units a side on top, so each frame sees the whole block (turn changes, who was
+    speaking before)."""
     from torch import Tensor, nn
 
     class OverlapNet(nn.Module):
@@ -113,12 +120,15 @@ def build_net(n_mels: int = 64, channels: int = 32, dilations: tuple[int, ...] =
             self.blocks = nn.ModuleList(
                 nn.Conv1d(channels, channels, 3, padding=d, dilation=d) for d in dilations
             )
-            self.out = nn.Conv1d(channels, 1, 1)
+            self.gru = nn.GRU(channels, gru, batch_first=True, bidirectional=True) if gru else None
+            self.out = nn.Conv1d(2 * gru if gru else channels, 1, 1)
 
         def forward(self, x: Tensor) -> Tensor:
             h = self.inp(x.transpose(1, 2)).relu()
             for block in self.blocks:
                 h = h + block(h).relu()
+            if self.gru is not None:
+                h = self.gru(h.transpose(1, 2))[0].transpose(1, 2)
             return self.out(h)[:, 0]
 
     return OverlapNet()
@@ -143,7 +153,10 @@ class OverlapDetector:
             self.info = json.loads(str(z["info"]))
             state = {k: torch.from_numpy(z[k].astype(np.float32)) for k in z.files if k != "info"}
         self.net = build_net(
-            self.info["n_mels"], self.info["channels"], tuple(self.info["dilations"])
+            self.info["n_mels"],
+            self.info["channels"],
+            tuple(self.info["dilations"]),
+            int(self.info.get("gru", 0)),
         )
         self.net.load_state_dict(state)
         self.net.eval()
