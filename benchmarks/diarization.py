@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from voiceprint import audio  # noqa: E402
 from voiceprint.diarization import Diarizer  # noqa: E402
 from voiceprint.diarization.evaluate import score_file, summarise  # noqa: E402
+from voiceprint.diarization.overlap import OVERLAP_MODEL  # noqa: E402
 from voiceprint.diarization.segments import Segment, read_rttm  # noqa: E402
 from voiceprint.diarization.simulate import corpus_pool, simulate_set  # noqa: E402
 from voiceprint.embedder import load_embedder  # noqa: E402
@@ -95,8 +96,9 @@ def run_set(
         spent += time.perf_counter() - clock
         audio_s += item.duration
         found_all.append(found)
-        if cache is not None:  # window embeddings and truth, to try settings offline
+        if cache is not None:  # window embeddings, overlap and truth: try settings offline
             cache.mkdir(parents=True, exist_ok=True)
+            extra = {} if found.overlap is None else {"overlap": found.overlap}
             np.savez(
                 cache / f"{found.file_id}.npz",
                 regions=found.regions,
@@ -104,6 +106,7 @@ def run_set(
                 embeddings=found.embeddings,
                 num_samples=found.num_samples,
                 truth=json.dumps([[s.start, s.end, s.speaker] for s in item.segments]),
+                **extra,
             )
         files.append(score_file(item.segments, result.segments, result.file_id, enrolled))
         f = files[-1]
@@ -204,12 +207,16 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also score clustering settings")
     parser.add_argument("--cache", help="keep each file's window embeddings and truth here")
     parser.add_argument(
-        "--overlap-model", help="overlap detector weights (e.g. the packaged assets/overlap.npz)"
+        "--overlap-model",
+        default="packaged",
+        help="overlap detector weights: a .npz, 'packaged' (assets/overlap.npz) or 'none'",
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/diarization.md"))
     parser.add_argument("--picture", default=str(ROOT / "docs/img/diarization_timeline.png"))
     args = parser.parse_args()
     sets = set(args.sets.split(","))
+    if args.overlap_model in ("packaged", "none"):
+        args.overlap_model = OVERLAP_MODEL if args.overlap_model == "packaged" else None
     if not sets <= {"ami", "sim"}:
         parser.error(f"--sets: choose from ami, sim; got {args.sets}")
 

@@ -4,14 +4,16 @@ Clustering gives each speech frame one speaker; real meetings talk over each oth
 ways to find where, both ending in a second label per 10 ms frame:
 
 * :class:`OverlapDetector`, a small learned detector (log-mel 64 -> dilated convolutions
-  -> P(two or more voices) per 10 ms frame, ~16k parameters, +-0.3 s of context), trained
+  -> bidirectional GRU -> P(two or more voices) per 10 ms frame, ~40k parameters, the
+  whole block as context), on by default, trained
   by :mod:`.overlap_train` on conversations simulated from TRAINING speakers only (so762
   and cv-zh ``wav/train``, half through far-field rooms), shipped as
   ``assets/overlap.npz`` (numpy arrays and a JSON header: loading runs no code). Frames
   whose probability passes ``threshold`` inside speech, in runs of at least
   ``min_frames``, get as second speaker the nearest other speaker in time
-  (:func:`nearest_other`): who talks over someone is mostly who spoke just before or
-  just after.
+  (:func:`nearest_other`), if one speaks within ``NEAREST_MAX_SECONDS``: who talks over
+  someone is mostly who spoke just before or just after, and with nobody that near the
+  frame keeps one speaker (no guess).
 * :func:`second_speaker`, the heuristic it replaces (both speakers either side of each
   change): kept for comparison, off by default.
 
@@ -33,17 +35,20 @@ import numpy as np
 # points, false alarm +3.2) and on simulated conversations without overlap it is pure
 # false alarm (2-min files: 4.8% -> 5.8%).
 CHANGE_OVERLAP_SECONDS = 0.0
-# The learned detector, off by default too (Diarizer(overlap_model=None)): on the AMI dev
-# excerpts it finds 20% of the overlapped frames at a precision of 48% (P >= 0.5; its
-# held-out simulated frames: precision 58%, recall 32%), which took DER(0.25) only from
-# 27.52% to 27.31%, while on simulated 30-s conversations without overlap it added 1.0
-# to 2.5 points of false alarm (2.66% -> 3.75% at 0.5 s runs, 5.18% at 0.3 s). With a
-# perfect detector (the reference's overlap) the same stage takes AMI to 23.59%: the
-# detector is what is missing, not the second-speaker rule.
+# The learned detector, on by default (Diarizer(overlap_model=OVERLAP_MODEL)). The first
+# one (convolutions only, +-0.3 s of context: held-out simulated frames precision 58%,
+# recall 32%) was shipped off; with a bidirectional GRU on top (precision 71%, recall 64%)
+# it fires mostly at turn changes, but also at some turn onsets after a pause in
+# conversations without overlap. The second speaker is therefore taken only from within
+# NEAREST_MAX_SECONDS, at P >= OVERLAP_THRESHOLD: both chosen on conversations simulated
+# from cv-multi-dev speakers (28 languages, unseen by both models; 30 and 90 s, 0% and 10%
+# overlap), where 1.5 s / 0.7 cost +0.1 to +0.25 points of DER without overlap and gained
+# 2.4 to 2.6 points with 10% overlap (benchmarks/results/diarization.md, 2026-12-05).
+# Beyond 1.5 s the detector's false alarms on onsets cost more than its hits gained there.
 OVERLAP_MODEL = Path(__file__).resolve().parents[1] / "assets" / "overlap.npz"
-OVERLAP_THRESHOLD = 0.5  # P(overlap) above which a speech frame gets a second speaker
+OVERLAP_THRESHOLD = 0.7  # P(overlap) above which a speech frame gets a second speaker
 OVERLAP_MIN_SECONDS = 0.3  # shorter runs of such frames are dropped
-NEAREST_MAX_SECONDS = 5.0  # the second speaker must speak within this far of the frame
+NEAREST_MAX_SECONDS = 1.5  # the second speaker must speak within this far of the frame
 BLOCK_SECONDS = 60.0  # audio run through the detector at once (bounded memory)
 
 
@@ -100,10 +105,17 @@ def nearest_other(labels: np.ndarray, mask: np.ndarray, max_frames: int) -> np.n
     return out
 
 
-def build_net(n_mels: int = 64, channels: int = 32, dilations: tuple[int, ...] = (2, 4, 8)) -> Any:
+def build_net(
+    n_mels: int = 64,
+    channels: int = 32,
+    dilations: tuple[int, ...] = (2, 4, 8),
+    gru: int = 0,
+) -> Any:
     """The detector's network: log-mel (B, T, n_mels) -> logits (B, T). A convolution of
     5 frames, then 3-frame convolutions dilated by ``dilations`` (residual), so each
-    frame sees about +-0.3 s around it."""
+    frame sees about +-0.3 s around it; with ``gru`` > 0, a bidirectional GRU of ``gru``
+    units a side on top, so each frame sees the whole block (turn changes, who was
+    speaking before)."""
     from torch import Tensor, nn
 
     class OverlapNet(nn.Module):
@@ -113,12 +125,15 @@ def build_net(n_mels: int = 64, channels: int = 32, dilations: tuple[int, ...] =
             self.blocks = nn.ModuleList(
                 nn.Conv1d(channels, channels, 3, padding=d, dilation=d) for d in dilations
             )
-            self.out = nn.Conv1d(channels, 1, 1)
+            self.gru = nn.GRU(channels, gru, batch_first=True, bidirectional=True) if gru else None
+            self.out = nn.Conv1d(2 * gru if gru else channels, 1, 1)
 
         def forward(self, x: Tensor) -> Tensor:
             h = self.inp(x.transpose(1, 2)).relu()
             for block in self.blocks:
                 h = h + block(h).relu()
+            if self.gru is not None:
+                h = self.gru(h.transpose(1, 2))[0].transpose(1, 2)
             return self.out(h)[:, 0]
 
     return OverlapNet()
@@ -143,7 +158,10 @@ class OverlapDetector:
             self.info = json.loads(str(z["info"]))
             state = {k: torch.from_numpy(z[k].astype(np.float32)) for k in z.files if k != "info"}
         self.net = build_net(
-            self.info["n_mels"], self.info["channels"], tuple(self.info["dilations"])
+            self.info["n_mels"],
+            self.info["channels"],
+            tuple(self.info["dilations"]),
+            int(self.info.get("gru", 0)),
         )
         self.net.load_state_dict(state)
         self.net.eval()

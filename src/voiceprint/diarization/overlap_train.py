@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from voiceprint.diarization.overlap import OverlapDetector, build_net, normalise
 
 SAMPLE_RATE = 16000
 N_MELS, CHANNELS, DILATIONS = 64, 32, (2, 4, 8)
+GRU = 48  # units a side of the bidirectional GRU on top of the convolutions (0: none)
 CROP_FRAMES = 400
 # Overlap shares of the training conversations: some with none, so that loud speech, level
 # changes and turn changes alone are not taken for overlap.
@@ -70,6 +72,7 @@ def train(
     batch: int = 32,
     lr: float = 3e-3,
     seed: int = 0,
+    gru: int = GRU,
 ) -> tuple[object, dict[str, float]]:
     """Train the network on ``data``; returns it and its held-out frame figures."""
     import torch
@@ -79,7 +82,7 @@ def train(
     order = rng.permutation(len(data))
     held = [data[i] for i in order[: max(1, len(data) // 10)]]
     fit = [(normalise(f.astype(np.float32)), y) for f, y in (data[i] for i in order[len(held) :])]
-    net = build_net(N_MELS, CHANNELS, DILATIONS)
+    net = build_net(N_MELS, CHANNELS, DILATIONS, gru)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -121,8 +124,14 @@ def train(
 def save(net: object, path: str | Path, info: dict) -> Path:
     """Write the weights (float32 arrays) and ``info`` (JSON) to ``path`` (.npz)."""
     state = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}  # type: ignore[attr-defined]
-    head = {"sample_rate": SAMPLE_RATE, "n_mels": N_MELS, "channels": CHANNELS}
-    head["dilations"] = list(DILATIONS)
+    sizes: Any = net  # the network's sizes go into the header the loader rebuilds it from
+    head = {
+        "sample_rate": SAMPLE_RATE,
+        "n_mels": int(sizes.inp.in_channels),
+        "channels": int(sizes.inp.out_channels),
+        "dilations": [int(block.dilation[0]) for block in sizes.blocks],
+        "gru": int(sizes.gru.hidden_size) if sizes.gru is not None else 0,
+    }
     path = Path(path)
     np.savez_compressed(path, info=np.array(json.dumps({**head, **info})), **state)
     OverlapDetector(path)  # loads back
@@ -135,6 +144,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=160, help="conversations per corpus")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=5000)
+    parser.add_argument("--gru", type=int, default=GRU, help="GRU units a side (0: none)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     import torch
@@ -147,7 +157,7 @@ def main() -> None:
             for room in (True, False):
                 seed = args.seed + 100 * i + 10 * j + int(room)
                 data += mixtures(corpus, each, seed, room, overlap=share)
-    net, figures = train(data, steps=args.steps, seed=args.seed)
+    net, figures = train(data, steps=args.steps, seed=args.seed, gru=args.gru)
     info = {
         "trained_on": [f"{Path(c).name} wav/train" for c in args.corpus],
         "conversations": len(data),

@@ -120,10 +120,10 @@ class Diarizer:
     ``sample_rate``, ``min_samples``, ``scorer``, ``decision``). ``decision`` overrides
     the one naming uses (the model's at ``naming.NAMING_PRIOR``). Window and clustering
     settings default to the module constants (tuned on simulated so762 dev conversations).
-    ``overlap_model`` is the overlap detector's weights (None, the default: no overlap
-    detection; ``overlap.OVERLAP_MODEL`` is the packaged one, off by default: see there);
-    overlapped frames (P >= ``overlap_threshold`` in runs of ``overlap_min`` s) get the
-    nearest other speaker as a second speaker.
+    ``overlap_model`` is the overlap detector's weights (the packaged
+    ``overlap.OVERLAP_MODEL`` by default; None: no overlap detection); overlapped frames
+    (P >= ``overlap_threshold`` in runs of ``overlap_min`` s) get the nearest other
+    speaker within ``overlap.NEAREST_MAX_SECONDS`` as a second speaker.
     """
 
     def __init__(
@@ -141,7 +141,7 @@ class Diarizer:
         min_cluster_windows: int = clustering.MIN_CLUSTER_WINDOWS,
         min_turn: float = refine.MIN_TURN_SECONDS,
         overlap_margin: float = overlap.CHANGE_OVERLAP_SECONDS,
-        overlap_model: str | Path | None = None,
+        overlap_model: str | Path | None = overlap.OVERLAP_MODEL,
         overlap_threshold: float = overlap.OVERLAP_THRESHOLD,
         overlap_min: float = overlap.OVERLAP_MIN_SECONDS,
     ) -> None:
