@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTES_MARK = "Notes ("  # where the hand-written notes below the generated table begin
 sys.path.insert(0, str(ROOT / "src"))
 
 from voiceprint import audio  # noqa: E402
@@ -86,9 +87,14 @@ def run_set(
     picture: Path | None,
     cache: Path | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Diarize and score one set; with ``sweep``, also score each clustering setting."""
+    """Diarize and score one set; with ``sweep``, also score each clustering setting.
+    ``picture``: the timeline of the file with the most reference turns (then speakers)."""
     files, audio_s, spent, shares = [], 0.0, 0.0, []
     found_all = []
+    busiest = max(
+        range(len(items)),
+        key=lambda i: (len(items[i].segments), len({s.speaker for s in items[i].segments})),
+    )
     for i, item in enumerate(items):
         clock = time.perf_counter()
         found = diarizer.embed(item.wave, file_id=item.file_id)
@@ -118,7 +124,7 @@ def run_set(
             f"-> {f['hyp_speakers']}, DER(0.25) {pct(der)}%, overlap {pct(shares[-1])}%",
             flush=True,
         )
-        if picture is not None and i == 0:
+        if picture is not None and i == busiest:
             plot_timeline(
                 [(s.start, s.end, s.speaker) for s in result.segments],
                 picture,
@@ -213,6 +219,11 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/diarization.md"))
     parser.add_argument("--picture", default=str(ROOT / "docs/img/diarization_timeline.png"))
+    parser.add_argument(
+        "--ami-picture",
+        default=str(ROOT / "docs/img/diarization_ami.png"),
+        help="timeline of the AMI excerpt with the most turns ('' for none)",
+    )
     args = parser.parse_args()
     sets = set(args.sets.split(","))
     if args.overlap_model in ("packaged", "none"):
@@ -237,7 +248,7 @@ def main() -> None:
             Diarizer(embedder, overlap_model=args.overlap_model),
             set(),
             sweep,
-            None,
+            Path(args.ami_picture) if args.ami_picture else None,
             cache,
         )
 
@@ -325,7 +336,11 @@ def main() -> None:
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    # The dated notes written by hand below the table survive a rerun.
+    previous = out.read_text(encoding="utf-8") if out.exists() else ""
+    notes_at = previous.find(NOTES_MARK)
+    notes = previous[notes_at:] if notes_at >= 0 else ""
+    out.write_text(text + ("\n" + notes if notes else ""), encoding="utf-8")
     payload = {"command": command, "results": results, "sweeps": sweeps}
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
 

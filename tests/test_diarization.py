@@ -22,7 +22,7 @@ from voiceprint.diarization.simulate import simulate_conversation
 from voiceprint.diarization.source import ArraySource, FileSource
 from voiceprint.diarization.speech import PAD_MS, detect_speech
 from voiceprint.diarization.windows import make_windows
-from voiceprint.scoring import Decision
+from voiceprint.scoring import Backend, Decision, ScoreCalibration, Scorer, trial_quality
 from voiceprint.store import SpeakerDB
 from voiceprint.synth import make_voice, synthesize_utterance
 
@@ -210,6 +210,19 @@ def test_clustering_summarises_many_windows_linearly() -> None:
     assert labels[0] == 0  # labelled by first appearance
     with pytest.raises(ValueError, match="method"):
         clustering.cluster(emb, method="kmeans")
+
+
+def test_the_stop_is_the_llr_of_a_trial_of_two_windows() -> None:
+    """With a quality-aware calibration the AHC stop is the score whose LLR, for two
+    windows of the given length, is the stop LLR; without a length, as for long trials."""
+    cal = ScoreCalibration(scale=20.0, offset=-8.0, quality=(1.5, 4.0), quality_floor=-4.0)
+    scorer = Scorer(Backend(calibration=cal))
+    window = clustering.stop_score(scorer, -1.0, window_seconds=1.5)
+    long = clustering.stop_score(scorer, -1.0)
+    assert long == pytest.approx((-1.0 + 8.0) / 20.0)
+    assert cal.llr(window, trial_quality(1.5, 1.5)) == pytest.approx(-1.0)
+    assert window != pytest.approx(long)  # short windows' scores are read on their own terms
+    assert clustering.stop_score(Scorer(Backend()), -1.0, 1.5) == -1.0  # uncalibrated
 
 
 def test_window_votes_put_the_boundary_between_centres() -> None:

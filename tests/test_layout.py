@@ -153,3 +153,11 @@ def test_no_module_is_longer_than_max_lines() -> None:
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+README_MAX_LINES = 250  # the README is for users; the dated journal is docs/results.md
+
+
+def test_the_readme_stays_short() -> None:
+    readme = SRC.parent / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) <= README_MAX_LINES

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from voiceprint.scoring import Scorer
+from voiceprint.scoring import Scorer, trial_quality
 
 STOP_LLR = -1.0  # AHC stops when the closest clusters' mean score has a lower LLR than this
 # Clusters with fewer windows than the larger of MIN_CLUSTER_SHARE (7%) of them and
@@ -44,12 +44,18 @@ METHODS = ("ahc", "spectral")
 PRUNE = 0.1  # spectral: share of neighbours each window keeps in the affinity graph
 
 
-def stop_score(scorer: Scorer, stop_llr: float = STOP_LLR) -> float:
-    """The score whose calibrated LLR is ``stop_llr`` (``stop_llr`` itself, uncalibrated)."""
+def stop_score(
+    scorer: Scorer, stop_llr: float = STOP_LLR, window_seconds: float | None = None
+) -> float:
+    """The score whose calibrated LLR is ``stop_llr`` for a trial of two windows of
+    ``window_seconds`` of speech each (a quality-aware calibration scores such short
+    trials on their own terms; None: as long trials); ``stop_llr`` itself, uncalibrated."""
     calibration = scorer.backend.calibration
     if calibration is None or not calibration.fitted or not calibration.scale:
         return float(stop_llr)
-    return float((stop_llr - calibration.offset) / calibration.scale)
+    quality = None if window_seconds is None else trial_quality(window_seconds, window_seconds)
+    at_zero, at_one = calibration.llr(np.array([0.0, 1.0]), quality)
+    return float((stop_llr - at_zero) / (at_one - at_zero))
 
 
 def _first_appearance(labels: np.ndarray) -> np.ndarray:
@@ -152,8 +158,10 @@ def cluster(
     min_cluster_windows: int = MIN_CLUSTER_WINDOWS,
     max_points: int = MAX_POINTS,
     reassign: bool = True,
+    window_seconds: float | None = None,
 ) -> np.ndarray:
-    """Speaker labels (W,) int64 in 0..K-1 for window embeddings (W, D)."""
+    """Speaker labels (W,) int64 in 0..K-1 for window embeddings (W, D) of windows of
+    ``window_seconds`` (the stop's LLR is that of a trial of two such windows)."""
     if method not in METHODS:
         raise ValueError(f"unknown clustering method {method!r}; choose from {METHODS}")
     x = np.asarray(embeddings, dtype=np.float64)
@@ -183,7 +191,7 @@ def cluster(
         owner = km.labels_
 
     fixed = num_speakers if num_speakers is not None else None
-    threshold = stop_score(scorer, stop_llr)
+    threshold = stop_score(scorer, stop_llr, window_seconds)
     if method == "ahc":
         k = fixed
         if k is None:

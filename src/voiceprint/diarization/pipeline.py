@@ -237,6 +237,7 @@ class Diarizer:
             stop_llr=self.stop_llr,
             min_cluster_share=self.min_cluster_share,
             min_cluster_windows=self.min_cluster_windows,
+            window_seconds=self.window,
         )
         timings["clustering"] = time.perf_counter() - clock
         clock = time.perf_counter()
