@@ -81,3 +81,39 @@ def test_default_int8_copy_stands_for_the_float32_model(monkeypatch: pytest.Monk
     else:
         assert choose_precision(path) == path
         assert cosine.min() >= 0.98
+
+
+def test_identify_names_at_the_open_set_prior(tmp_path, capsys, monkeypatch) -> None:
+    """`identify` (CLI and service) judges the best match with the model's decision at
+    OPEN_SET_PRIOR spread over the gallery; a decision the user chose is used as it is."""
+    from fastapi.testclient import TestClient
+
+    from voiceprint.audio import save
+    from voiceprint.scoring import OPEN_SET_PRIOR
+    from voiceprint.service import create_app
+
+    monkeypatch.setenv("VOICEPRINT_DB", str(tmp_path / "speakers.db"))
+    rng = np.random.default_rng(5)
+    for name in ("a", "b", "c"):
+        voice = make_voice(rng)
+        for take in (1, 2):
+            save(tmp_path / f"{name}{take}.wav", synthesize_utterance(voice, 3.0, rng))
+        assert main(["enroll", name, str(tmp_path / f"{name}1.wav")]) == 0
+    model = OnnxEmbedder(default_model())
+    open_set = model.decision.for_gallery(3, OPEN_SET_PRIOR).threshold
+    assert open_set == pytest.approx(math.log((1 - OPEN_SET_PRIOR) / OPEN_SET_PRIOR) + math.log(3))
+    at_far = model.decision.at_far(0.01).for_gallery(3).threshold
+    assert open_set != pytest.approx(at_far)
+    probe = str(tmp_path / "b2.wav")
+    capsys.readouterr()
+    main(["identify", probe])
+    assert f"threshold {open_set:.3f}" in capsys.readouterr().out
+    main(["identify", probe, "--far", "0.01"])
+    assert f"threshold {at_far:.3f}" in capsys.readouterr().out
+
+    for decision, expected in [(None, open_set), (model.decision.at_far(0.01), at_far)]:
+        app = create_app(model, tmp_path / "speakers.db", decision=decision)
+        with TestClient(app) as client, open(probe, "rb") as f:
+            body = client.post("/v1/identify", files={"file": ("b2.wav", f)}).json()
+        assert body["gallery_size"] == 3
+        assert body["best"]["threshold"] == pytest.approx(expected)

@@ -287,8 +287,21 @@ def test_open_set_threshold_grows_with_the_gallery() -> None:
         at_far.for_gallery(10**9)
     manual = scoring.Decision(0.3, "manual")
     assert manual.for_gallery(100) is manual
+    assert manual.for_gallery(100, scoring.OPEN_SET_PRIOR) is manual  # a prior needs LLRs
     with pytest.raises(ValueError, match="at least one"):
         bayes.for_gallery(0)
+
+
+def test_open_set_prior_replaces_the_decisions_own() -> None:
+    """At an open-set prior P, each of n enrolled speakers has prior odds P/(1-P)/n."""
+    stored = scoring.Decision(0.0, "bayes", p_target=0.5).at_prior(0.0075)
+    for n, prior in [(1, 0.05), (10, 0.05), (60, 0.3)]:
+        named = stored.for_gallery(n, prior)
+        assert named.threshold == pytest.approx(np.log((1 - prior) / prior) + np.log(n))
+        assert named.p_target == prior and named.rule == "bayes"
+    assert stored.for_gallery(10).threshold == pytest.approx(np.log(0.9925 / 0.0075 * 10))
+    at_far = scoring.Decision.from_scores(0.0, np.linspace(-5, 5, 10_001)).at_far(0.01)
+    assert at_far.for_gallery(10, 0.05).threshold == at_far.for_gallery(10).threshold
 
 
 def test_act_dcf_and_its_interval() -> None:

@@ -23,7 +23,7 @@ from voiceprint.cli.common import (
     open_store,
     show_progress,
 )
-from voiceprint.scoring import NOT_ENOUGH_SPEECH
+from voiceprint.scoring import NOT_ENOUGH_SPEECH, OPEN_SET_PRIOR
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -69,8 +69,11 @@ def cmd_identify(args: argparse.Namespace) -> int:
         enrolled = db.speech_seconds([m.name for m in ranked])
     if decision is None:
         return no_threshold()
-    # Open set: the best match is named only when it clears the gallery-size threshold.
-    open_set = decision.for_gallery(gallery)
+    # Open set: the best match is named only when it clears the gallery-size threshold;
+    # the model's own decision at the open-set prior, a chosen one (--far ...) as it is.
+    open_set = decision.for_gallery(
+        gallery, OPEN_SET_PRIOR if decision is embedder.decision else None
+    )
     width = max(len(m.name) for m in ranked)
     verdicts = []
     for rank, (match, seconds) in enumerate(zip(ranked, enrolled, strict=True), 1):

@@ -22,13 +22,29 @@ from voiceprint import metrics
 from voiceprint.metrics import bayes_threshold
 from voiceprint.scoring.arrays import finite_1d
 
-__all__ = ["ACCEPT", "FAR_GRID", "NOT_ENOUGH_SPEECH", "REJECT", "UNKNOWN", "Decision"]
+__all__ = [
+    "ACCEPT",
+    "FAR_GRID",
+    "NOT_ENOUGH_SPEECH",
+    "OPEN_SET_PRIOR",
+    "REJECT",
+    "UNKNOWN",
+    "Decision",
+]
 
 # False-accept rates at which a calibration records thresholds (Decision.far_points).
 FAR_GRID = (
     1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5
 )  # fmt: skip
 
+
+# Open-set identification with the model's own decision: the prior that a voice searched
+# for is one of the enrolled (Decision.for_gallery spreads it over them). The model's
+# stored prior (0.0075) is a verification prior; as an open-set prior it named 2-21% of
+# enrolled voices. Chosen on four dev sets (benchmarks/results/identification.md): the
+# highest prior whose false-positive identification rate stays within 1% on their mean and
+# 2% on each (0.05: 0.49-0.88% on so762 dev up to 60 enrolled, 1.14% on ar-cmd test).
+OPEN_SET_PRIOR = 0.05
 
 # A verdict's words (Decision.judge): the three answers a decision gives.
 ACCEPT, REJECT, NOT_ENOUGH_SPEECH = "accept", "reject", "not enough speech"
@@ -194,12 +210,14 @@ class Decision:
             self, threshold=bayes_threshold(p_target), rule="bayes", far=None, p_target=p_target
         )
 
-    def for_gallery(self, n_enrolled: int) -> Decision:
+    def for_gallery(self, n_enrolled: int, prior: float | None = None) -> Decision:
         """Open-set identification among ``n_enrolled`` speakers: the best match is named
         only when its LLR reaches the returned threshold, else the voice is "unknown".
 
-        * "bayes": ``threshold + log(n)``. The target prior is spread evenly over the
-          ``n`` enrolled speakers, so each one's prior odds shrink ``n``-fold.
+        * "bayes": ``-logit(prior) + log(n)``, with ``prior`` the probability that the
+          voice is one of the enrolled (None: this decision's own prior, i.e. its
+          threshold + log(n)), spread evenly over the ``n`` enrolled speakers, so each
+          one's prior odds are ``n`` times smaller. Callers pass :data:`OPEN_SET_PRIOR`.
         * "far": the per-comparison rate ``1 - (1 - far)**(1/n)``, so that a voice that is
           not enrolled passes any of the ``n`` with probability ``far`` (the
           false-positive identification rate); ValueError when that rate lies below the
@@ -209,7 +227,8 @@ class Decision:
         if n_enrolled < 1:
             raise ValueError(f"a gallery needs at least one enrolled speaker, got {n_enrolled}")
         if self.rule == "bayes":
-            return replace(self, threshold=self.threshold + math.log(n_enrolled))
+            base = self if prior is None else self.at_prior(prior)
+            return replace(base, threshold=base.threshold + math.log(n_enrolled))
         if self.rule == "far" and self.far is not None:
             per_comparison = -math.expm1(math.log1p(-self.far) / n_enrolled)
             try:

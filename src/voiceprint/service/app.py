@@ -62,7 +62,7 @@ from fastapi.staticfiles import StaticFiles
 
 from voiceprint import audio
 from voiceprint.embedder import Embedder
-from voiceprint.scoring import ACCEPT, UNKNOWN, Decision, Match
+from voiceprint.scoring import ACCEPT, OPEN_SET_PRIOR, UNKNOWN, Decision, Match
 from voiceprint.service.access import AuditLog, KeyRing, RateLimit, RateLimiter
 from voiceprint.service.batching import EmbeddingBatcher
 from voiceprint.service.schemas import (
@@ -333,7 +333,10 @@ def create_app(
             raise store_errors(err) from err
         except ValueError as err:
             raise HTTPException(404, str(err)) from err
-        open_set = decision.for_gallery(gallery) if decision is not None else None
+        open_set = None
+        if decision is not None:  # the model's own at the open-set prior, a chosen one as is
+            prior = OPEN_SET_PRIOR if decision is embedder.decision else None
+            open_set = decision.for_gallery(gallery, prior)
         candidates = [
             {"name": m.name, **verdict(m, open_set, e, seconds)}
             for m, e in zip(ranked, enrolled, strict=True)

@@ -332,7 +332,7 @@ class SpeakerDB:
         (``speech_seconds``: the probe's net speech, as in :meth:`verify`).
 
         Open-set decisions take the gallery size into account:
-        ``decision.for_gallery(db.gallery_size)``.
+        ``decision.for_gallery(db.gallery_size, OPEN_SET_PRIOR)``.
         """
         if top < 1:
             raise ValueError("top must be at least 1")
